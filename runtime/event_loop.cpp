@@ -1,0 +1,369 @@
+// EventLoop: construction, running and stopping, closing, scheduling.
+
+#include "runtime/event_loop.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+
+#include "runtime/fd_watcher.hpp"
+#include "runtime/log.hpp"
+#include "runtime/object_pool.hpp"
+
+namespace shardloop {
+
+namespace {
+
+thread_local EventLoop* t_running_loop = nullptr;
+
+bool debug_from_environment() {
+    const char* value = std::getenv("SHARDLOOP_DEBUG");
+    return value != nullptr && value[0] != '\0' && std::string(value) != "0";
+}
+
+}  // namespace
+
+namespace detail {
+void set_running_loop(EventLoop* loop) noexcept { t_running_loop = loop; }
+}  // namespace detail
+
+EventLoop& get_running_loop() {
+    if (t_running_loop == nullptr) {
+        throw RuntimeError("no running event loop");
+    }
+    return *t_running_loop;
+}
+
+EventLoop* get_running_loop_or_null() noexcept { return t_running_loop; }
+
+std::shared_ptr<EventLoop> new_event_loop(EventLoopOptions options) {
+    return std::make_shared<EventLoop>(options);
+}
+
+EventLoop::EventLoop(EventLoopOptions options)
+    : _reactor(detail::make_io_uring_reactor({.sq_entries = options.io_entries})),
+      _inbox(std::make_shared<detail::LoopInbox>(_reactor)),
+      _stacks(options.stack_size),
+      _debug(options.debug.value_or(debug_from_environment())) {}
+
+EventLoop::~EventLoop() {
+    if (_running) {
+        log(LogLevel::error, "an EventLoop was destroyed while running; aborting");
+        std::abort();
+    }
+    close();
+    if (_executor_shutdown_thread.joinable()) {
+        _executor_shutdown_thread.join();
+    }
+    drain_inbox();  // callbacks posted after close are dropped here, on the loop's thread
+}
+
+// ---- Running and stopping ----
+
+void EventLoop::check_closed() const {
+    if (_closed) {
+        throw RuntimeError("Event loop is closed");
+    }
+}
+
+void EventLoop::check_not_running() const {
+    if (_running) {
+        throw RuntimeError("This event loop is already running");
+    }
+    if (t_running_loop != nullptr) {
+        throw RuntimeError("Cannot run the event loop while another loop is running");
+    }
+}
+
+void EventLoop::check_thread() const {
+    if (!_running) {
+        return;  // asyncio checks only while the loop runs: before, any thread may set it up
+    }
+    if (std::this_thread::get_id() != _thread_id) {
+        throw RuntimeError(
+            "Non-thread-safe operation invoked on an event loop other than the current one");
+    }
+}
+
+int64_t EventLoop::now_ns() const noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+int64_t EventLoop::seconds_to_ns(double seconds, const char* what) {
+    if (std::isnan(seconds)) {
+        throw std::invalid_argument(std::string(what) + " must not be NaN");
+    }
+    // Round up: a timer must never fire before the time it was given.
+    double ns = std::ceil(seconds * 1e9);
+    if (ns >= 9.2e18) {
+        return INT64_MAX;
+    }
+    if (ns <= -9.2e18) {
+        return INT64_MIN;
+    }
+    return static_cast<int64_t>(ns);
+}
+
+void EventLoop::run_forever() {
+    check_closed();
+    check_not_running();
+    _thread_id = std::this_thread::get_id();
+    _running = true;
+    detail::set_running_loop(this);
+    struct Reset {
+        EventLoop* loop;
+        ~Reset() {
+            loop->_stopping = false;
+            loop->_running = false;
+            loop->_thread_id = {};
+            detail::set_running_loop(nullptr);
+        }
+    } reset{this};
+    while (true) {
+        run_once();
+        if (_stopping) {
+            break;
+        }
+    }
+}
+
+void EventLoop::stop() { _stopping = true; }
+
+// One iteration, the only place callbacks run (as in asyncio's _run_once).
+// I/O comes first so that its completions, the timers that fell due while
+// we waited and the callbacks other threads posted all join the same batch;
+// the batch runs last, and whatever it schedules waits for the next
+// iteration, so a callback that reschedules itself cannot starve I/O.
+void EventLoop::run_once() {
+    // 1. How long may we wait in the kernel? Not at all with callbacks
+    //    ready or a stop pending; otherwise until the earliest timer.
+    std::chrono::nanoseconds timeout{-1};
+    std::optional<int64_t> deadline = _timers.next_deadline();
+    if (!_ready.empty() || _stopping) {
+        timeout = std::chrono::nanoseconds{0};
+    } else if (deadline) {
+        timeout = std::chrono::nanoseconds{std::max<int64_t>(0, *deadline - now_ns())};
+    }
+
+    // 2. Before blocking, tell other threads we sleep, so that their next
+    //    call_soon_threadsafe wakes us (and only then costs a system call).
+    bool sleeping = timeout.count() != 0 && _inbox->prepare_to_sleep();
+    if (timeout.count() != 0 && !sleeping) {
+        timeout = std::chrono::nanoseconds{0};
+    }
+
+    // 3. One trip to the kernel: submit queued I/O, wait, dispatch completions.
+    int result = _reactor->wait(timeout);
+    if (sleeping) {
+        _inbox->woke_up();
+    }
+    if (result == -EEXIST) {
+        throw RuntimeError(
+            "this event loop's io_uring belongs to the thread that first ran it "
+            "(IORING_SETUP_SINGLE_ISSUER): run a loop on one thread only");
+    }
+    if (result < 0) {
+        detail::throw_errno(result, "io_uring_enter");
+    }
+
+    // 4. Callbacks posted from other threads.
+    drain_inbox();
+
+    // 5. Timers that are due (deadline <= now).
+    if (_timers.size() != 0) {
+        int64_t end = now_ns() + 1;
+        while (detail::TimerState* timer = _timers.pop_due(end)) {
+            _ready.push(timer);  // the heap's reference goes to the queue
+        }
+    }
+
+    // 6. The batch that is ready now.
+    run_ready_batch();
+}
+
+void EventLoop::run_ready_batch() {
+    std::size_t count = _ready.size();
+    if (!_debug) {
+        for (std::size_t i = 0; i < count; ++i) {
+            detail::Runnable* runnable = _ready.pop();
+            runnable->ops->run(runnable);
+        }
+        return;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+        run_timed(_ready.pop());
+    }
+}
+
+// Debug mode: runs one callback and logs it when it took too long.
+void EventLoop::run_timed(detail::Runnable* runnable) {
+    std::string name;
+    if (runnable->ops == &detail::HandleState::runnable_ops) {
+        name = static_cast<detail::HandleState*>(runnable)->repr();
+    } else {
+        name = static_cast<detail::TaskBase*>(runnable)->repr();
+    }
+    int64_t start = now_ns();
+    runnable->ops->run(runnable);
+    double seconds = static_cast<double>(now_ns() - start) * 1e-9;
+    if (seconds >= slow_callback_duration) {
+        char took[32];
+        std::snprintf(took, sizeof took, "%.3f", seconds);
+        log(LogLevel::warning, "Executing " + name + " took " + took + " seconds");
+    }
+}
+
+void EventLoop::drain_inbox() {
+    while (detail::HandleState* handle = _inbox->pop()) {
+        if (_closed) {
+            handle->release();
+        } else {
+            _ready.push(handle);
+        }
+    }
+}
+
+void EventLoop::close() {
+    if (_running) {
+        throw RuntimeError("Cannot close a running event loop");
+    }
+    if (_closed) {
+        return;
+    }
+    if (_debug) {
+        log(LogLevel::debug, "Close event loop");
+    }
+    // Pending tasks go first, while the loop still works: the destructors
+    // their unwinding runs may use it.
+    drop_pending_tasks();
+    close_fd_watchers();
+    _closed = true;
+    _inbox->closed.store(true, std::memory_order_release);
+    _executor_shutdown_called = true;
+    if (std::shared_ptr<Executor> executor = std::move(_default_executor)) {
+        executor->shutdown(/*wait=*/false);
+    }
+    while (!_ready.empty()) {
+        detail::Runnable* runnable = _ready.pop();
+        runnable->ops->release(runnable);
+    }
+    _timers.clear();
+    drain_inbox();
+    // Operations still in flight (cancelled watchers) own buffers the
+    // kernel may write to: let their completions arrive before the ring goes.
+    int64_t give_up = now_ns() + 1'000'000'000;
+    while (_reactor->in_flight() != 0 && now_ns() < give_up) {
+        _reactor->wait(std::chrono::milliseconds(10));
+    }
+}
+
+void EventLoop::drop_pending_tasks() {
+    while (_tasks != nullptr) {
+        detail::Ref<detail::FutureBase> keep(_tasks);
+        _tasks->destroy_pending();
+    }
+}
+
+// ---- Scheduling callbacks ----
+
+Handle EventLoop::call_soon_callback(detail::Callback<void()> fn) {
+    check_closed();
+    if (_debug) {
+        check_thread();
+    }
+    auto* handle = new (detail::BlockCache<sizeof(detail::HandleState)>::allocate())
+        detail::HandleState(this, std::move(fn), false);
+    handle->add_ref();
+    _ready.push(handle);
+    return Handle(detail::Ref<detail::HandleState>::adopt(handle));
+}
+
+Handle EventLoop::call_soon_threadsafe_callback(detail::Callback<void()> fn) {
+    if (_inbox->closed.load(std::memory_order_acquire)) {
+        throw RuntimeError("Event loop is closed");
+    }
+    auto* handle = new (detail::BlockCache<sizeof(detail::HandleState)>::allocate())
+        detail::HandleState(this, std::move(fn), true);
+    handle->add_ref();
+    _inbox->post(handle);
+    return Handle(detail::Ref<detail::HandleState>::adopt(handle));
+}
+
+detail::PostedCallback EventLoop::prepare_posted_callback(detail::Callback<void()> fn) {
+    check_closed();
+    auto* handle = new (detail::BlockCache<sizeof(detail::HandleState)>::allocate())
+        detail::HandleState(this, std::move(fn), true);
+    return detail::PostedCallback(_inbox, handle);
+}
+
+TimerHandle EventLoop::call_at_ns(int64_t when_ns, detail::Callback<void()> fn) {
+    check_closed();
+    if (_debug) {
+        check_thread();
+    }
+    auto* timer = new (detail::BlockCache<sizeof(detail::TimerState)>::allocate())
+        detail::TimerState(this, when_ns, std::move(fn));
+    _timers.push(timer);
+    return TimerHandle(detail::Ref<detail::HandleState>::adopt(timer));
+}
+
+// ---- Tasks ----
+
+void EventLoop::adopt_new_task(detail::TaskBase* task) {
+    ++_task_counter;
+    if (task->name().empty()) {
+        task->set_name("Task-" + std::to_string(_task_counter));
+    }
+    // The loop keeps every live task alive, so a task's fiber never loses
+    // its stack while it waits; the reference goes when the task finishes.
+    task->FutureBase::add_ref();
+    task->registry_prev = nullptr;
+    task->registry_next = _tasks;
+    if (_tasks != nullptr) {
+        _tasks->registry_prev = task;
+    }
+    _tasks = task;
+    ++_task_count;
+    if (_task_factory) {
+        _task_factory(*this, AnyTask(detail::Ref<detail::FutureBase>(task)));
+    }
+    task->start();
+}
+
+void EventLoop::unregister_task(detail::TaskBase* task) noexcept {
+    bool registered = task->registry_prev != nullptr || _tasks == task;
+    if (!registered) {
+        return;
+    }
+    if (task->registry_prev != nullptr) {
+        task->registry_prev->registry_next = task->registry_next;
+    } else {
+        _tasks = task->registry_next;
+    }
+    if (task->registry_next != nullptr) {
+        task->registry_next->registry_prev = task->registry_prev;
+    }
+    task->registry_prev = nullptr;
+    task->registry_next = nullptr;
+    --_task_count;
+    task->FutureBase::release();
+}
+
+void EventLoop::set_task_factory(TaskFactory factory) { _task_factory = std::move(factory); }
+
+}  // namespace shardloop
+
+namespace shardloop::detail {
+
+LoopInbox::~LoopInbox() {
+    // Posts that arrived after the loop was gone: dropped without running.
+    while (HandleState* handle = pop()) {
+        handle->release();
+    }
+}
+
+}  // namespace shardloop::detail

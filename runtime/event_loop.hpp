@@ -1,0 +1,404 @@
+#pragma once
+
+// EventLoop: asyncio's event loop for C++. One loop per thread, over its own
+// io_uring. Methods are grouped under the headings of asyncio's "Event Loop"
+// documentation, so that page doubles as a map of this header.
+//
+// Threading: a loop belongs to the thread that runs it. Every method except
+// call_soon_threadsafe must be called on that thread; in debug mode a call
+// from another thread while the loop runs throws RuntimeError.
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+#include "runtime/callback.hpp"
+#include "runtime/exception_context.hpp"
+#include "runtime/executor.hpp"
+#include "runtime/future.hpp"
+#include "runtime/handle.hpp"
+#include "runtime/loop_inbox.hpp"
+#include "runtime/ready_queue.hpp"
+#include "runtime/reactor.hpp"
+#include "runtime/stack_pool.hpp"
+#include "runtime/task.hpp"
+#include "runtime/timer_queue.hpp"
+
+namespace shardloop {
+
+namespace detail {
+class FdWatcher;
+class AsyncGenBase;
+}  // namespace detail
+
+// Called with every new task before its first step is scheduled. It may
+// name it, instrument it, or start it (AnyTask::start / start_eagerly); a
+// task the factory did not start is started as by default.
+using TaskFactory = std::function<void(EventLoop&, AnyTask)>;
+
+struct EventLoopOptions {
+    unsigned io_entries = 256;  // io_uring submission queue size
+    // Usable stack per task. AddressSanitizer builds need more room for
+    // their redzones, hence the larger default there.
+#if defined(__SANITIZE_ADDRESS__)
+    std::size_t stack_size = 512 * 1024;
+#else
+    std::size_t stack_size = 128 * 1024;
+#endif
+    // Debug mode; unset: on when the environment has SHARDLOOP_DEBUG=1.
+    std::optional<bool> debug;
+};
+
+class EventLoop : public std::enable_shared_from_this<EventLoop> {
+public:
+    // Creates a loop with its own io_uring. Throws std::system_error naming
+    // the cause when io_uring cannot be set up on this machine.
+    explicit EventLoop(EventLoopOptions options = {});
+    // Closes the loop if it is not closed yet (it must not be running).
+    ~EventLoop();
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+
+    // ---- Running and stopping the loop ----
+
+    // Runs the loop until `future` is done; returns its result or throws its
+    // exception. Throws RuntimeError("Event loop stopped before Future
+    // completed.") when stop() ends the run first, and std::invalid_argument
+    // when the future belongs to another loop.
+    template <class T>
+    T run_until_complete(const Future<T>& future);
+
+    // Wraps `fn` in a task (asyncio wraps a coroutine) and runs it to the end.
+    template <class F>
+        requires std::is_invocable_v<std::decay_t<F>&>
+    auto run_until_complete(F&& fn) -> std::invoke_result_t<std::decay_t<F>&>;
+
+    // Runs until stop() is called. A stop() before the call makes it run one
+    // iteration. Throws RuntimeError when the loop is closed, already running,
+    // or another loop runs on this thread.
+    void run_forever();
+
+    // Stops the loop once the callbacks of the current iteration have run.
+    void stop();
+
+    bool is_running() const noexcept { return _running; }
+    bool is_closed() const noexcept { return _closed; }
+
+    // Closes the loop: pending callbacks and timers are dropped, pending
+    // tasks reported and unwound, fd watchers removed, the default executor
+    // shut down. Idempotent. Throws RuntimeError while the loop runs.
+    void close();
+
+    // Closes every async generator that is still alive (aclose), as asyncio
+    // does before closing a loop. The future completes when all have
+    // finished; their errors go to the exception handler.
+    Future<void> shutdown_asyncgens();
+
+    // Shuts the default executor down, on a separate thread so the loop
+    // keeps running; the future completes when its threads have joined, or
+    // after `timeout` seconds (a warning is logged and the shutdown goes on
+    // without waiting).
+    Future<void> shutdown_default_executor(std::optional<double> timeout = std::nullopt);
+
+    // ---- Scheduling callbacks ----
+
+    // Runs fn() in the next iteration, after the callbacks already scheduled
+    // (FIFO). Callbacks scheduled while a batch runs wait for the next one.
+    // Throws RuntimeError("Event loop is closed") after close().
+    template <class F>
+    Handle call_soon(F&& fn) {
+        return call_soon_callback(detail::Callback<void()>(std::forward<F>(fn)));
+    }
+    template <class F, class A, class... Rest>
+    Handle call_soon(F&& fn, A&& arg, Rest&&... rest) {
+        return call_soon(std::bind_front(std::forward<F>(fn), std::forward<A>(arg),
+                                         std::forward<Rest>(rest)...));
+    }
+
+    // Like call_soon, from any thread. Wakes the loop if it sleeps; costs no
+    // system call when it is awake.
+    template <class F>
+    Handle call_soon_threadsafe(F&& fn) {
+        return call_soon_threadsafe_callback(detail::Callback<void()>(std::forward<F>(fn)));
+    }
+
+    // ---- Scheduling delayed callbacks ----
+
+    // Runs fn() `delay` seconds from now (a negative delay means now).
+    // Throws std::invalid_argument when delay is NaN.
+    template <class F>
+    TimerHandle call_later(double delay, F&& fn) {
+        if (std::isnan(delay)) {
+            throw std::invalid_argument("call_later: delay must not be NaN");
+        }
+        return call_at(time() + delay, std::forward<F>(fn));
+    }
+    template <class Rep, class Period, class F>
+    TimerHandle call_later(std::chrono::duration<Rep, Period> delay, F&& fn) {
+        return call_at_ns(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(delay).count(),
+                          detail::Callback<void()>(std::forward<F>(fn)));
+    }
+
+    // Runs fn() at loop time `when` (see time()); never earlier.
+    // Throws std::invalid_argument when `when` is NaN.
+    template <class F>
+    TimerHandle call_at(double when, F&& fn) {
+        return call_at_ns(seconds_to_ns(when, "call_at: when"),
+                          detail::Callback<void()>(std::forward<F>(fn)));
+    }
+
+    // The loop's clock: monotonic seconds, as asyncio's loop.time().
+    double time() const noexcept { return static_cast<double>(now_ns()) * 1e-9; }
+
+    // ---- Creating futures and tasks ----
+
+    template <class T = void>
+    Future<T> create_future() {
+        check_closed();
+        return Future<T>(detail::Ref<detail::FutureBase>::adopt(new detail::FutureState<T>(*this)));
+    }
+
+    // Runs fn() in a new task (on a fiber of its own), starting at the next
+    // iteration. `name` defaults to "Task-N".
+    template <class F>
+    auto create_task(F&& fn, std::string name = {}) -> Task<std::invoke_result_t<std::decay_t<F>&>> {
+        using R = std::invoke_result_t<std::decay_t<F>&>;
+        check_closed();
+        auto* state = new detail::TaskState<R, std::decay_t<F>>(*this, std::forward<F>(fn),
+                                                                 std::move(name));
+        Task<R> task(detail::Ref<detail::FutureBase>::adopt(state));
+        adopt_new_task(state);
+        return task;
+    }
+
+    // Sets (or, with nullptr, resets) the task factory create_task uses.
+    void set_task_factory(TaskFactory factory);
+    const TaskFactory& get_task_factory() const noexcept { return _task_factory; }
+
+    // ---- Watching file descriptors ----
+
+    // Calls fn() once per iteration while `fd` is readable, through an
+    // io_uring poll. A second add_reader on the same fd replaces (and
+    // cancels) the first. Throws RuntimeError when the loop is closed,
+    // std::invalid_argument for a negative fd.
+    void add_reader(int fd, detail::Callback<void()> fn);
+    // Stops watching; returns whether fd was watched. False after close().
+    bool remove_reader(int fd);
+    void add_writer(int fd, detail::Callback<void()> fn);
+    bool remove_writer(int fd);
+
+    // ---- Executing code in thread pools ----
+
+    // Runs fn() on `executor` (nullptr: the default executor, a
+    // ThreadPoolExecutor created on first use) and returns a future of its
+    // result. Cancelling the future before fn starts keeps it from running.
+    // Throws RuntimeError when the default executor was shut down.
+    template <class F>
+    auto run_in_executor(Executor* executor, F&& fn)
+        -> Future<std::invoke_result_t<std::decay_t<F>&>>;
+
+    // Replaces the default executor used by run_in_executor(nullptr, ...).
+    void set_default_executor(std::shared_ptr<Executor> executor);
+
+    // ---- Error handling API ----
+
+    void set_exception_handler(ExceptionHandler handler);
+    const ExceptionHandler& get_exception_handler() const noexcept { return _exception_handler; }
+    // Logs the context (message, exception, and every other key) as asyncio does.
+    void default_exception_handler(const ExceptionContext& context);
+    // Calls the handler (or the default one). A handler that throws is
+    // reported through the default handler; nothing escapes.
+    void call_exception_handler(const ExceptionContext& context) noexcept;
+
+    // ---- Enabling debug mode ----
+
+    bool get_debug() const noexcept { return _debug; }
+    void set_debug(bool enabled) noexcept { _debug = enabled; }
+    // Callbacks that run longer than this (seconds) are logged in debug mode.
+    double slow_callback_duration = 0.1;
+
+    // ---- Internals the layers below build on ----
+
+    detail::Reactor& reactor() noexcept { return *_reactor; }
+    detail::StackPool& stack_pool() noexcept { return _stacks; }
+    // Queues a runnable for the next batch; the queue takes a reference.
+    void schedule(detail::Runnable* runnable) { _ready.push(runnable); }
+    // A callback to be posted to this loop later from any thread.
+    detail::PostedCallback prepare_posted_callback(detail::Callback<void()> fn);
+    // Throws RuntimeError("Event loop is closed") after close().
+    void check_closed() const;
+    // In debug mode, throws RuntimeError when called off the loop's thread
+    // while the loop runs.
+    void check_thread() const;
+    int64_t now_ns() const noexcept;
+    // A scheduled timer was cancelled (TimerHandle::cancel).
+    void note_timer_cancelled() noexcept { _timers.note_cancelled(); }
+    std::size_t live_task_count() const noexcept { return _task_count; }
+    void register_asyncgen(detail::AsyncGenBase* gen);
+    void unregister_asyncgen(detail::AsyncGenBase* gen);
+    void unregister_task(detail::TaskBase* task) noexcept;
+
+private:
+    Handle call_soon_callback(detail::Callback<void()> fn);
+    Handle call_soon_threadsafe_callback(detail::Callback<void()> fn);
+    TimerHandle call_at_ns(int64_t when_ns, detail::Callback<void()> fn);
+    static int64_t seconds_to_ns(double seconds, const char* what);
+    void adopt_new_task(detail::TaskBase* task);
+    Executor& default_executor();
+    void run_once();
+    void run_ready_batch();
+    void run_timed(detail::Runnable* runnable);
+    void drain_inbox();
+    void set_fd_watcher(int fd, bool write, detail::Callback<void()> fn);
+    bool remove_fd_watcher(int fd, bool write);
+    void close_fd_watchers();
+    void drop_pending_tasks();
+    void check_not_running() const;
+
+    std::shared_ptr<detail::Reactor> _reactor;
+    std::shared_ptr<detail::LoopInbox> _inbox;
+    detail::ReadyQueue _ready;
+    detail::TimerQueue _timers;
+    detail::StackPool _stacks;
+    std::unordered_map<int, detail::FdWatcher*> _readers;
+    std::unordered_map<int, detail::FdWatcher*> _writers;
+    detail::TaskBase* _tasks = nullptr;  // registry of live tasks
+    std::size_t _task_count = 0;
+    uint64_t _task_counter = 0;
+    std::vector<detail::AsyncGenBase*> _asyncgens;
+    bool _asyncgens_shutdown_called = false;
+    TaskFactory _task_factory;
+    ExceptionHandler _exception_handler;
+    std::shared_ptr<Executor> _default_executor;
+    bool _executor_shutdown_called = false;
+    std::thread _executor_shutdown_thread;
+    std::thread::id _thread_id;  // set while running
+    bool _running = false;
+    bool _stopping = false;
+    bool _closed = false;
+    bool _debug = false;
+};
+
+// ---- Getting the event loop ----
+
+// The loop running on this thread. Throws RuntimeError("no running event
+// loop") when none runs.
+EventLoop& get_running_loop();
+// The loop running on this thread, or null.
+EventLoop* get_running_loop_or_null() noexcept;
+// A new loop (the policy's new_event_loop() is the one to override).
+std::shared_ptr<EventLoop> new_event_loop(EventLoopOptions options = {});
+
+namespace detail {
+// Sets or clears the running loop of this thread (run_forever does it).
+void set_running_loop(EventLoop* loop) noexcept;
+
+template <class R>
+struct ExecutorOutcome {
+    std::atomic<bool> cancelled{false};
+    bool ran = false;
+    std::optional<StoredValue<R>> value;
+    std::exception_ptr error;
+};
+}  // namespace detail
+
+// ---- Template definitions ----
+
+template <class T>
+T EventLoop::run_until_complete(const Future<T>& future) {
+    check_closed();
+    check_not_running();
+    if (&future.get_loop() != this) {
+        throw std::invalid_argument(
+            "The future belongs to a different loop than the one specified as the loop "
+            "argument");
+    }
+    uint64_t id = future.state()->add_done_callback([this](detail::FutureBase&) { stop(); });
+    try {
+        run_forever();
+    } catch (...) {
+        future.state()->remove_done_callback(id);
+        throw;
+    }
+    future.state()->remove_done_callback(id);
+    if (!future.done()) {
+        throw RuntimeError("Event loop stopped before Future completed.");
+    }
+    future.state()->check_result();
+    if constexpr (!std::is_void_v<T>) {
+        auto& slot = detail::value_slot_of<T>(*future.state());
+        if constexpr (std::is_copy_constructible_v<T>) {
+            return *slot;
+        } else {
+            return std::move(*slot);
+        }
+    }
+}
+
+template <class F>
+    requires std::is_invocable_v<std::decay_t<F>&>
+auto EventLoop::run_until_complete(F&& fn) -> std::invoke_result_t<std::decay_t<F>&> {
+    check_closed();
+    check_not_running();
+    auto task = create_task(std::forward<F>(fn));
+    return run_until_complete(static_cast<const Future<typename decltype(task)::value_type>&>(task));
+}
+
+template <class F>
+auto EventLoop::run_in_executor(Executor* executor, F&& fn)
+    -> Future<std::invoke_result_t<std::decay_t<F>&>> {
+    using R = std::invoke_result_t<std::decay_t<F>&>;
+    check_closed();
+    check_thread();
+    Executor& target = executor != nullptr ? *executor : default_executor();
+    Future<R> future = create_future<R>();
+    auto outcome = std::make_shared<detail::ExecutorOutcome<R>>();
+    // Cancelling the future keeps a job that has not started from running.
+    future.add_done_callback([outcome](const Future<R>& f) {
+        if (f.cancelled()) {
+            outcome->cancelled.store(true, std::memory_order_relaxed);
+        }
+    });
+    // Built here, posted by the worker: the future is only touched on this thread.
+    detail::PostedCallback deliver = prepare_posted_callback([future, outcome]() mutable {
+        if (future.done()) {
+            return;
+        }
+        if (!outcome->ran) {
+            future.cancel();  // the executor dropped the job (shutdown with cancel_futures)
+        } else if (outcome->error) {
+            future.set_exception(outcome->error);
+        } else if constexpr (std::is_void_v<R>) {
+            future.set_result();
+        } else {
+            future.set_result(std::move(*outcome->value));
+        }
+    });
+    target.submit([fn = std::forward<F>(fn), outcome, deliver = std::move(deliver)]() mutable {
+        if (!outcome->cancelled.load(std::memory_order_relaxed)) {
+            try {
+                if constexpr (std::is_void_v<R>) {
+                    fn();
+                } else {
+                    outcome->value.emplace(fn());
+                }
+            } catch (...) {
+                outcome->error = std::current_exception();
+            }
+            outcome->ran = true;
+        }
+        deliver.post();
+    });
+    return future;
+}
+
+}  // namespace shardloop

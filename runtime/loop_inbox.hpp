@@ -1,0 +1,83 @@
+#pragma once
+
+// The loop's door for other threads: call_soon_threadsafe pushes a handle
+// here and wakes the loop only if it is asleep. Shared (by shared_ptr) with
+// every PostedCallback, so a late post from a worker thread never touches a
+// destroyed loop.
+
+#include <atomic>
+#include <memory>
+
+#include "runtime/mpsc_queue.hpp"
+#include "runtime/reactor.hpp"
+
+namespace shardloop::detail {
+
+class LoopInbox {
+public:
+    explicit LoopInbox(std::shared_ptr<Reactor> reactor) : _reactor(std::move(reactor)) {}
+    ~LoopInbox();
+
+    // Any thread: queues `handle` (the queue takes the caller's reference)
+    // and wakes the loop when it sleeps. A loop that is awake costs no
+    // system call: it drains the queue at its next iteration.
+    void post(HandleState* handle) noexcept {
+        _queue.push(handle);
+        // Pairs with the seq_cst store of `_sleeping` in prepare_to_sleep():
+        // either the loop sees our node, or we see it asleep (Dekker).
+        if (_sleeping.load(std::memory_order_seq_cst) &&
+            _sleeping.exchange(false, std::memory_order_seq_cst)) {
+            _reactor->wake();
+        }
+    }
+
+    // Loop thread, before a blocking wait: returns false (do not block)
+    // when something was posted meanwhile.
+    bool prepare_to_sleep() noexcept {
+        _sleeping.store(true, std::memory_order_seq_cst);
+        if (!_queue.empty()) {
+            _sleeping.store(false, std::memory_order_relaxed);
+            return false;
+        }
+        return true;
+    }
+    void woke_up() noexcept { _sleeping.store(false, std::memory_order_relaxed); }
+
+    // Loop thread: the next posted handle, or null.
+    HandleState* pop() noexcept { return static_cast<HandleState*>(_queue.pop()); }
+    bool empty() const noexcept { return _queue.empty(); }
+
+    // Set once the loop is closed: call_soon_threadsafe then throws.
+    std::atomic<bool> closed{false};
+
+private:
+    MpscQueue _queue;
+    std::atomic<bool> _sleeping{false};
+    std::shared_ptr<Reactor> _reactor;
+};
+
+// A callback prepared on the loop thread and posted to it, exactly once,
+// from any thread: explicitly with post(), or by the destructor. The
+// callback is only ever run or destroyed on the loop thread, so what it
+// captures (futures) need not be thread-safe.
+class PostedCallback {
+public:
+    PostedCallback(std::shared_ptr<LoopInbox> inbox, HandleState* handle) noexcept
+        : _inbox(std::move(inbox)), _handle(handle) {}
+    PostedCallback(PostedCallback&& other) noexcept
+        : _inbox(std::move(other._inbox)), _handle(std::exchange(other._handle, nullptr)) {}
+    PostedCallback& operator=(PostedCallback&&) = delete;
+    ~PostedCallback() { post(); }
+
+    void post() noexcept {
+        if (HandleState* handle = std::exchange(_handle, nullptr)) {
+            _inbox->post(handle);
+        }
+    }
+
+private:
+    std::shared_ptr<LoopInbox> _inbox;
+    HandleState* _handle;
+};
+
+}  // namespace shardloop::detail

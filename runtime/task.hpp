@@ -1,0 +1,186 @@
+#pragma once
+
+// Task<R>: asyncio.Task for C++. A task runs a function on a fiber of its
+// own; inside it, await(fut) suspends only that fiber until fut is done.
+// A Task<R> is also a Future<R> holding the function's result.
+
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "runtime/fiber.hpp"
+#include "runtime/future.hpp"
+#include "runtime/handle.hpp"
+
+namespace shardloop {
+
+namespace detail {
+
+// Thrown by await() in a pending task whose loop is closing: it unwinds the
+// task's stack so that every destructor on it runs. It is not a
+// std::exception; a `catch (...)` in a task must rethrow it.
+struct FiberUnwind {};
+
+class TaskBase : public FutureBase, public Runnable {
+public:
+    TaskBase(EventLoop& loop, void* value_slot, std::string name);
+    ~TaskBase() override;
+
+    // asyncio's Task.cancel(): cancels the future the task waits for, or
+    // makes its next await throw CancelledError.
+    bool cancel(std::string message) override;
+    int cancelling() const noexcept { return _num_cancels_requested; }
+    int uncancel() noexcept;
+
+    const std::string& name() const noexcept { return _name; }
+    void set_name(std::string name) { _name = std::move(name); }
+    std::string repr() const override;
+
+    // Queues the task's first step (what the default task factory does).
+    // Does nothing when it was started already.
+    void start();
+    // Runs the first step now, in the caller's context, until the task's
+    // first await (asyncio's eager_start). Does nothing when started already.
+    void start_eagerly();
+    bool start_requested() const noexcept { return _start_requested; }
+
+    // Inside the task: waits until `future` is done. Throws CancelledError
+    // when the task is cancelled meanwhile.
+    void await_future(FutureBase& future);
+    // Inside the task: lets every other ready callback run once.
+    void yield_now();
+
+    // At loop close: reports the pending task and unwinds its fiber (its
+    // destructors run) or, when it never started, drops its function.
+    void destroy_pending();
+
+    // The task whose fiber is running on this thread, or null.
+    static TaskBase* current() noexcept;
+
+    // The loop's registry of live tasks (an intrusive list).
+    TaskBase* registry_prev = nullptr;
+    TaskBase* registry_next = nullptr;
+
+protected:
+    virtual void run_body() = 0;          // in the fiber: run the function, store its value
+    virtual void drop_body() noexcept = 0;  // destroy the function without running it
+    const char* unretrieved_message() const noexcept override;
+
+private:
+    static const Ops runnable_ops;
+    static void fiber_entry(void* arg);
+    void schedule_step();
+    void step();
+    void finish_step();
+    void check_interrupts();
+    void suspend();
+
+    enum class Outcome : uint8_t { running, returned, threw, cancelled, unwound };
+
+    Fiber _fiber;
+    Ref<FutureBase> _fut_waiter;
+    std::string _name;
+    std::string _must_cancel_message;
+    std::exception_ptr _body_exception;
+    int _num_cancels_requested = 0;
+    Outcome _outcome = Outcome::running;
+    bool _must_cancel = false;
+    bool _unwinding = false;
+    bool _start_requested = false;
+};
+
+template <class R, class F>
+class TaskState final : public TaskBase {
+public:
+    template <class G>
+    TaskState(EventLoop& loop, G&& fn, std::string name)
+        : TaskBase(loop, &value, std::move(name)), _fn(std::forward<G>(fn)) {}
+
+    std::optional<StoredValue<R>> value;
+
+private:
+    void run_body() override {
+        if constexpr (std::is_void_v<R>) {
+            (*_fn)();
+        } else {
+            value.emplace((*_fn)());
+        }
+        _fn.reset();
+    }
+    void drop_body() noexcept override { _fn.reset(); }
+
+    std::optional<F> _fn;
+};
+
+}  // namespace detail
+
+// A task of any result type: what task factories receive.
+class AnyTask : public AnyFuture {
+public:
+    AnyTask() = default;
+    explicit AnyTask(detail::Ref<detail::FutureBase> state) : AnyFuture(std::move(state)) {}
+
+    const std::string& get_name() const { return task().name(); }
+    void set_name(std::string name) { task().set_name(std::move(name)); }
+    // See TaskBase::start and start_eagerly.
+    void start() { task().start(); }
+    void start_eagerly() { task().start_eagerly(); }
+
+private:
+    detail::TaskBase& task() const { return static_cast<detail::TaskBase&>(*_state); }
+};
+
+template <class R>
+class Task : public Future<R> {
+public:
+    Task() = default;
+    explicit Task(detail::Ref<detail::FutureBase> state) : Future<R>(std::move(state)) {}
+
+    const std::string& get_name() const { return task().name(); }
+    void set_name(std::string name) { task().set_name(std::move(name)); }
+    // The number of cancel() requests not yet withdrawn by uncancel().
+    int cancelling() const { return task().cancelling(); }
+    // Withdraws one cancel() request; returns the number left.
+    int uncancel() { return task().uncancel(); }
+
+    // A task's result comes from its function only (asyncio raises here too).
+    template <class... A>
+    void set_result(A&&...) = delete;
+    template <class... A>
+    void set_exception(A&&...) = delete;
+
+private:
+    detail::TaskBase& task() const { return static_cast<detail::TaskBase&>(*this->_state); }
+};
+
+// The task running on this thread, if any (asyncio.current_task()).
+std::optional<AnyTask> current_task();
+
+// Waits, inside a task, until `future` is done; returns its result or throws
+// its exception (CancelledError when it, or this task, was cancelled).
+// Throws RuntimeError when called outside a task: a plain callback must
+// never block its loop.
+template <class T>
+T await(const Future<T>& future) {
+    detail::TaskBase* task = detail::TaskBase::current();
+    if (task == nullptr) {
+        throw RuntimeError(
+            "await() called outside a task: only code running in a task (create_task) "
+            "may wait; a callback must schedule a task or add a done callback instead");
+    }
+    if (!future.done()) {
+        task->await_future(*future.state());
+    }
+    future.state()->check_result();
+    if constexpr (!std::is_void_v<T>) {
+        auto& slot = detail::value_slot_of<T>(*future.state());
+        if constexpr (std::is_copy_constructible_v<T>) {
+            return *slot;
+        } else {
+            return std::move(*slot);  // a move-only result goes to the awaiter
+        }
+    }
+}
+
+}  // namespace shardloop

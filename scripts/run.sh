@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The main job (README). As root on a fresh Debian 12 machine:
+#   bash scripts/run.sh
+# For now: installs the dependencies, builds the `release` preset, runs every
+# example program in build/release/apps/examples/ (each bounded to 10 s), then
+# every micro-benchmark in build/release/bench/ the way BENCHMARKING.md asks
+# (5 repetitions, aggregates only; quote the median), and prints a summary.
+# Each benchmark's JSON report is kept in build/release/bench-results/.
+# Exits non-zero when the build, an example or a benchmark fails.
+# Environment: JOBS (default 2) for the build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+jobs=${JOBS:-2}
+build=build/release
+
+bash scripts/install-deps.sh
+cmake --preset release
+cmake --build --preset release -j "$jobs"
+
+failed=0
+examples=()
+shopt -s nullglob
+for program in "$build"/apps/examples/*; do
+    [[ -f $program && -x $program ]] || continue
+    name=${program##*/}
+    printf '\n==== example %s\n' "$name"
+    status=0
+    timeout 10 "$program" </dev/null || status=$?
+    case $status in
+        0) examples+=("PASS     $name") ;;
+        124) examples+=("TIMEOUT  $name (still running after 10 s)") failed=1 ;;
+        *) examples+=("FAIL     $name (exit status $status)") failed=1 ;;
+    esac
+done
+
+results=$build/bench-results
+mkdir -p "$results"
+benchmarks=()
+medians=()
+for program in "$build"/bench/shardloop_bench* "$build"/bench/bench_*; do
+    [[ -f $program && -x $program ]] || continue
+    name=${program##*/}
+    printf '\n==== benchmark %s\n' "$name"
+    log=$results/$name.txt
+    if "$program" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/$name.json" --benchmark_out_format=json | tee "$log"; then
+        benchmarks+=("PASS     $name")
+        while IFS= read -r line; do
+            medians+=("$line")
+        done < <(grep '_median ' "$log" || true)
+    else
+        benchmarks+=("FAIL     $name")
+        failed=1
+    fi
+done
+
+printf '\n==== summary\n'
+echo "examples ($build/apps/examples):"
+if ((${#examples[@]})); then
+    printf '  %s\n' "${examples[@]}"
+else
+    echo "  none built yet"
+fi
+echo "benchmarks ($build/bench):"
+if ((${#benchmarks[@]})); then
+    printf '  %s\n' "${benchmarks[@]}"
+else
+    echo "  none built yet"
+fi
+if ((${#medians[@]})); then
+    echo "benchmark medians (JSON in $results):"
+    printf '  %s\n' "${medians[@]}"
+fi
+if ((failed)); then
+    echo "scripts/run.sh: FAILED"
+fi
+exit "$failed"
