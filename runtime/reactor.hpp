@@ -20,16 +20,16 @@ enum class IoOpcode : uint8_t {
     nop,
     read,        // fd, addr=buffer, len, offset (-1: current position)
     write,       // fd, addr=buffer, len, offset (-1: current position)
-    recv,        // fd, addr=buffer, len, msg_flags; buffer_group with select_buffer
-    send,        // fd, addr=buffer, len, msg_flags
-    recvmsg,     // fd, addr=msghdr*, msg_flags
-    sendmsg,     // fd, addr=msghdr*, msg_flags
+    recv,        // fd, addr=buffer, len, op_flags=MSG_*; multishot needs select_buffer
+    send,        // fd, addr=buffer, len, op_flags=MSG_*
+    recvmsg,     // fd, addr=msghdr*, op_flags=MSG_*
+    sendmsg,     // fd, addr=msghdr*, op_flags=MSG_*
     accept,      // fd, addr=sockaddr*, addr2=socklen_t*, op_flags=accept4 flags
     connect,     // fd, addr=sockaddr*, len=socklen
     close,       // fd
     shutdown,    // fd, op_flags=how
     poll_add,    // fd, op_flags=poll mask (POLLIN...)
-    timeout,     // addr=relative timeout in nanoseconds, stored in `offset`
+    timeout,     // offset=relative nanoseconds; completes -ETIME when it fires
     splice,      // fd=in, offset=in offset (-1: none), fd_out, offset_out, len, op_flags=SPLICE_F_*
 };
 
@@ -102,6 +102,9 @@ class Reactor {
 public:
     virtual ~Reactor() = default;
 
+    // The reactor is destroyed on the loop thread, after the operations it
+    // carried have completed (the loop drains them at close).
+
     // Queues an operation. It reaches the kernel at the next wait(), or at
     // once when the submission queue is full (the queue is flushed and the
     // operation queued behind it: nothing is dropped). `completion` must
@@ -117,7 +120,9 @@ public:
     // Hands queued operations to the kernel, waits until at least one
     // completion arrives, wake() is called, or `timeout` passes (zero: do
     // not wait; negative: no limit), then dispatches every completion that
-    // arrived. Returns the number of completions dispatched, or -errno.
+    // arrived. Returns the number of completions dispatched, or -errno. A
+    // completion handler that throws ends the call; the completions behind
+    // it are dispatched by the next wait().
     // When nothing is queued or in flight and timeout is zero, it makes no
     // system call. Loop thread only; never re-entered from a completion.
     virtual int wait(std::chrono::nanoseconds timeout) = 0;

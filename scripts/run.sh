@@ -68,7 +68,7 @@ else
     echo "  none built yet"
 fi
 if ((${#medians[@]})); then
-    echo "benchmark medians (JSON in $results):"
+    echo "benchmark medians of 5 runs: name, wall time, CPU time (JSON in $results):"
     printf '  %s\n' "${medians[@]}"
 fi
 if ((failed)); then
