@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <sstream>
+#include <vector>
 
 namespace shardloop {
 
@@ -23,9 +24,57 @@ std::shared_ptr<AbstractEventLoopPolicy>& policy_slot() {
 
 }  // namespace
 
+struct DefaultEventLoopPolicy::Slots {
+    struct ThreadSlot {
+        std::shared_ptr<EventLoop> loop;
+        bool set_called = false;
+    };
+    std::mutex mutex;
+    std::unordered_map<std::thread::id, ThreadSlot> by_thread;
+
+    // The calling thread's slot (mutex held). The first time a thread gets
+    // one, it arranges for the slot to go when the thread exits.
+    ThreadSlot& mine(const std::shared_ptr<Slots>& self);
+};
+
+namespace {
+
+// Erases this thread's slot from every policy it used, at thread exit.
+struct ThreadExitGuard {
+    std::vector<std::weak_ptr<DefaultEventLoopPolicy::Slots>> policies;
+    ~ThreadExitGuard() {
+        for (auto& weak : policies) {
+            if (auto slots = weak.lock()) {
+                std::shared_ptr<EventLoop> loop;  // released outside the lock
+                std::lock_guard lock(slots->mutex);
+                auto it = slots->by_thread.find(std::this_thread::get_id());
+                if (it != slots->by_thread.end()) {
+                    loop = std::move(it->second.loop);
+                    slots->by_thread.erase(it);
+                }
+            }
+        }
+    }
+};
+
+thread_local ThreadExitGuard t_exit_guard;
+
+}  // namespace
+
+DefaultEventLoopPolicy::Slots::ThreadSlot& DefaultEventLoopPolicy::Slots::mine(
+    const std::shared_ptr<Slots>& self) {
+    auto [it, inserted] = by_thread.try_emplace(std::this_thread::get_id());
+    if (inserted) {
+        t_exit_guard.policies.push_back(self);
+    }
+    return it->second;
+}
+
+DefaultEventLoopPolicy::DefaultEventLoopPolicy() : _slots(std::make_shared<Slots>()) {}
+
 std::shared_ptr<EventLoop> DefaultEventLoopPolicy::get_event_loop() {
-    std::lock_guard lock(_mutex);
-    ThreadSlot& slot = _slots[std::this_thread::get_id()];
+    std::lock_guard lock(_slots->mutex);
+    Slots::ThreadSlot& slot = _slots->mine(_slots);
     if (!slot.loop && !slot.set_called && on_main_thread()) {
         slot.loop = shardloop::new_event_loop();
         slot.set_called = true;
@@ -39,9 +88,9 @@ std::shared_ptr<EventLoop> DefaultEventLoopPolicy::get_event_loop() {
 }
 
 void DefaultEventLoopPolicy::set_event_loop(std::shared_ptr<EventLoop> loop) {
-    std::shared_ptr<EventLoop> previous;  // released outside the lock: closing it may take a while
-    std::lock_guard lock(_mutex);
-    ThreadSlot& slot = _slots[std::this_thread::get_id()];
+    std::shared_ptr<EventLoop> previous;  // released after the lock: closing it may take a while
+    std::lock_guard lock(_slots->mutex);
+    Slots::ThreadSlot& slot = _slots->mine(_slots);
     slot.set_called = true;
     previous = std::exchange(slot.loop, std::move(loop));
 }
@@ -65,7 +114,11 @@ void set_event_loop_policy(std::shared_ptr<AbstractEventLoopPolicy> policy) {
 
 std::shared_ptr<EventLoop> get_event_loop() {
     if (EventLoop* running = get_running_loop_or_null()) {
-        return running->shared_from_this();
+        if (std::shared_ptr<EventLoop> owned = running->weak_from_this().lock()) {
+            return owned;
+        }
+        // A loop not owned by a shared_ptr: hand out a non-owning pointer.
+        return std::shared_ptr<EventLoop>(std::shared_ptr<EventLoop>(), running);
     }
     return get_event_loop_policy()->get_event_loop();
 }

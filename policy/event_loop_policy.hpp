@@ -37,13 +37,14 @@ public:
     void set_event_loop(std::shared_ptr<EventLoop> loop) override;
     std::shared_ptr<EventLoop> new_event_loop() override;
 
+    DefaultEventLoopPolicy();
+
+    // The per-thread loops; a thread's entry goes when the thread exits, as
+    // asyncio's threading.local does (thread ids are reused).
+    struct Slots;
+
 private:
-    struct ThreadSlot {
-        std::shared_ptr<EventLoop> loop;
-        bool set_called = false;
-    };
-    std::mutex _mutex;
-    std::unordered_map<std::thread::id, ThreadSlot> _slots;
+    std::shared_ptr<Slots> _slots;
 };
 
 // The process's policy; a DefaultEventLoopPolicy until another is set. Any thread.

@@ -72,6 +72,14 @@ public:
             throw RuntimeError("anext(): asynchronous generator is already running");
         }
         _next = _loop.create_future<std::optional<T>>();
+        // A consumer cancelled while it waits for a value cancels the body,
+        // which in Python runs inside the consumer's own task.
+        _next.add_done_callback([weak = this->weak_from_this()](const Future<std::optional<T>>& next) {
+            auto self = weak.lock();
+            if (self && next.cancelled() && self->_phase == Phase::running && self->_runner.valid()) {
+                self->_runner.cancel(next.state()->cancel_message());
+            }
+        });
         if (_phase == Phase::created) {
             _phase = Phase::running;
             _loop.register_asyncgen(this);  // asyncio's firstiter hook
@@ -108,6 +116,10 @@ public:
     std::string repr() const override { return "<async_generator " + _runner_name() + ">"; }
 
     bool suspended() const noexcept { return _phase == Phase::suspended; }
+    bool running() const noexcept { return _phase == Phase::running; }
+    // Every AsyncGenerator copy is gone while the body runs: its next yield
+    // closes it, as a collected Python generator would be.
+    void orphan() noexcept { _orphaned = true; }
 
 private:
     enum class Phase { created, running, suspended, closed };
@@ -118,9 +130,16 @@ private:
         if (_closing) {
             throw RuntimeError("async generator ignored GeneratorExit");
         }
+        if (_next.done()) {
+            // The consumer gave up on this value (its anext was cancelled).
+            throw CancelledError(_next.state()->cancel_message());
+        }
         _resume = _loop.create_future<void>();
         _phase = Phase::suspended;
         _next.set_result(std::optional<T>(std::move(value)));
+        if (_orphaned) {
+            throw GeneratorExit{};  // nobody is left to ask for another value
+        }
         await(_resume);
         if (_closing) {
             throw GeneratorExit{};
@@ -132,8 +151,10 @@ private:
         std::exception_ptr error;
         try {
             _body(yield);
+        } catch (const FiberUnwind&) {
+            throw;  // the loop is closing: let the task unwind
         } catch (const GeneratorExit&) {
-            if (!_closing) {
+            if (!_closing && !_orphaned) {
                 error = std::make_exception_ptr(RuntimeError("GeneratorExit raised outside aclose()"));
             }
         } catch (...) {
@@ -166,6 +187,7 @@ private:
     Body _body;
     Phase _phase = Phase::created;
     bool _closing = false;
+    bool _orphaned = false;
     bool _registered = false;
     Task<void> _runner;
     Future<std::optional<T>> _next;
@@ -206,6 +228,8 @@ private:
                     state->aclose();
                 } catch (...) {  // the loop is closed: nothing left to run the body
                 }
+            } else if (state->running()) {
+                state->orphan();
             }
         }
         std::shared_ptr<detail::AsyncGenState<T>> state;

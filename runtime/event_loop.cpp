@@ -146,7 +146,8 @@ void EventLoop::run_once() {
     if (!_ready.empty() || _stopping) {
         timeout = std::chrono::nanoseconds{0};
     } else if (deadline) {
-        timeout = std::chrono::nanoseconds{std::max<int64_t>(0, *deadline - now_ns())};
+        int64_t now = now_ns();
+        timeout = std::chrono::nanoseconds{*deadline <= now ? 0 : *deadline - now};
     }
 
     // 2. Before blocking, tell other threads we sleep, so that their next
@@ -275,6 +276,11 @@ Handle EventLoop::call_soon_callback(detail::Callback<void()> fn) {
     if (_debug) {
         check_thread();
     }
+    if (!_inbox->empty()) {
+        // Callbacks other threads posted before this call go first, as in
+        // asyncio, where call_soon_threadsafe appends to the same ready deque.
+        drain_inbox();
+    }
     auto* handle = new (detail::BlockCache<sizeof(detail::HandleState)>::allocate())
         detail::HandleState(this, std::move(fn), false);
     handle->add_ref();
@@ -329,7 +335,12 @@ void EventLoop::adopt_new_task(detail::TaskBase* task) {
     _tasks = task;
     ++_task_count;
     if (_task_factory) {
-        _task_factory(*this, AnyTask(detail::Ref<detail::FutureBase>(task)));
+        try {
+            _task_factory(*this, AnyTask(detail::Ref<detail::FutureBase>(task)));
+        } catch (...) {
+            unregister_task(task);  // create_task fails as a whole: no task is left behind
+            throw;
+        }
     }
     task->start();
 }

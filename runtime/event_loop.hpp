@@ -144,8 +144,7 @@ public:
     }
     template <class Rep, class Period, class F>
     TimerHandle call_later(std::chrono::duration<Rep, Period> delay, F&& fn) {
-        return call_at_ns(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(delay).count(),
-                          detail::Callback<void()>(std::forward<F>(fn)));
+        return call_at_ns(deadline_after(delay), detail::Callback<void()>(std::forward<F>(fn)));
     }
 
     // Runs fn() at loop time `when` (see time()); never earlier.
@@ -252,6 +251,19 @@ private:
     Handle call_soon_threadsafe_callback(detail::Callback<void()> fn);
     TimerHandle call_at_ns(int64_t when_ns, detail::Callback<void()> fn);
     static int64_t seconds_to_ns(double seconds, const char* what);
+    // now + delay in nanoseconds, saturating instead of overflowing.
+    template <class Rep, class Period>
+    int64_t deadline_after(std::chrono::duration<Rep, Period> delay) const noexcept {
+        using Ns = std::chrono::duration<long double, std::nano>;
+        long double when = static_cast<long double>(now_ns()) + std::chrono::duration_cast<Ns>(delay).count();
+        if (when >= static_cast<long double>(INT64_MAX)) {
+            return INT64_MAX;
+        }
+        if (when <= static_cast<long double>(INT64_MIN)) {
+            return INT64_MIN;
+        }
+        return static_cast<int64_t>(std::ceil(when));
+    }
     void adopt_new_task(detail::TaskBase* task);
     Executor& default_executor();
     void run_once();
@@ -309,6 +321,28 @@ struct ExecutorOutcome {
     std::optional<StoredValue<R>> value;
     std::exception_ptr error;
 };
+
+// The future run_in_executor returns: cancelling it tells the job at once,
+// so a job that has not started yet never runs.
+template <class R>
+class ExecutorFutureState final : public FutureBase {
+public:
+    ExecutorFutureState(EventLoop& loop, std::shared_ptr<ExecutorOutcome<R>> outcome) noexcept
+        : FutureBase(loop, &value, false), _outcome(std::move(outcome)) {}
+
+    bool cancel(std::string message) override {
+        if (!cancel_future(std::move(message))) {
+            return false;
+        }
+        _outcome->cancelled.store(true, std::memory_order_relaxed);
+        return true;
+    }
+
+    std::optional<StoredValue<R>> value;
+
+private:
+    std::shared_ptr<ExecutorOutcome<R>> _outcome;
+};
 }  // namespace detail
 
 // ---- Template definitions ----
@@ -360,14 +394,9 @@ auto EventLoop::run_in_executor(Executor* executor, F&& fn)
     check_closed();
     check_thread();
     Executor& target = executor != nullptr ? *executor : default_executor();
-    Future<R> future = create_future<R>();
     auto outcome = std::make_shared<detail::ExecutorOutcome<R>>();
-    // Cancelling the future keeps a job that has not started from running.
-    future.add_done_callback([outcome](const Future<R>& f) {
-        if (f.cancelled()) {
-            outcome->cancelled.store(true, std::memory_order_relaxed);
-        }
-    });
+    Future<R> future(detail::Ref<detail::FutureBase>::adopt(
+        new detail::ExecutorFutureState<R>(*this, outcome)));
     // Built here, posted by the worker: the future is only touched on this thread.
     detail::PostedCallback deliver = prepare_posted_callback([future, outcome]() mutable {
         if (future.done()) {

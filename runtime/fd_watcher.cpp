@@ -77,15 +77,15 @@ void FdWatcher::on_poll(IoCompletion* self, int result, uint32_t /*flags*/) {
 }
 
 void FdWatcher::run() {
+    // Still counted as queued while the callback runs: a callback that
+    // removes its own watcher must not free it under our feet.
+    if (!_removed) {
+        Ref<HandleState> handle = _handle;  // the callback may replace or remove us
+        if (handle && !handle->cancelled()) {
+            HandleState::runnable_ops.run(handle.detach());  // runs it and drops that reference
+        }
+    }
     _queued = false;
-    if (_removed) {
-        destroy_if_idle();
-        return;
-    }
-    Ref<HandleState> handle = _handle;  // the callback may replace or remove us
-    if (handle && !handle->cancelled()) {
-        HandleState::runnable_ops.run(handle.detach());  // runs it and drops that reference
-    }
     if (_removed) {
         destroy_if_idle();
     } else if (!_armed && !_failed) {

@@ -32,6 +32,14 @@ std::string describe_exception(const std::exception_ptr& error) {
     }
 }
 
+FutureBase::~FutureBase() {
+    for (CallbackEntry& entry : _callbacks) {
+        if (entry.waiter != nullptr) {
+            entry.waiter->FutureBase::release();
+        }
+    }
+}
+
 void FutureBase::release() noexcept {
     if (--_refs != 0) {
         return;

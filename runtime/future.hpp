@@ -40,7 +40,8 @@ public:
 
     FutureBase(EventLoop& loop, void* value_slot, bool is_task) noexcept
         : _loop(&loop), _value_slot(value_slot), _is_task(is_task) {}
-    virtual ~FutureBase() = default;
+    // Releases the tasks still waiting for it (a future dropped while pending).
+    virtual ~FutureBase();
     FutureBase(const FutureBase&) = delete;
     FutureBase& operator=(const FutureBase&) = delete;
 

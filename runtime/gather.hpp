@@ -2,6 +2,7 @@
 
 // gather(): one future for many (asyncio.gather).
 
+#include <functional>
 #include <memory>
 #include <tuple>
 #include <vector>
@@ -12,35 +13,83 @@ namespace shardloop {
 
 namespace detail {
 
-// Shared by the children's callbacks: counts them home and fails fast.
-struct GatherProgress {
-    std::size_t remaining;
+// asyncio's _GatheringFuture: cancelling it cancels the children, and it
+// fails with CancelledError once they are done. It refuses the cancel (and
+// keeps its result) when no child could still be cancelled.
+template <class Result>
+class GatheringState final : public FutureBase {
+public:
+    explicit GatheringState(EventLoop& loop) : FutureBase(loop, &value, false) {}
+
+    bool cancel(std::string message) override {
+        if (done()) {
+            return false;
+        }
+        bool any = false;
+        for (AnyFuture& child : children) {
+            any = child.cancel(message) || any;
+        }
+        if (any) {
+            cancel_requested = true;
+            requested_message = std::move(message);
+        }
+        return any;
+    }
+
+    std::optional<StoredValue<Result>> value;
+    std::vector<AnyFuture> children;
+    std::size_t remaining = 0;
     bool cancel_requested = false;
+    std::string requested_message;
 };
 
-// Wires one child into the outer future; `finish` builds the result.
-template <class Outer, class Finish>
-void gather_child(AnyFuture child, Outer outer, std::shared_ptr<GatherProgress> progress,
-                  std::shared_ptr<Finish> finish) {
-    child.state()->add_done_callback([outer, progress, finish](FutureBase& done) mutable {
-        if (outer.done()) {
-            if (!done.cancelled()) {
-                done.exception();  // mark it retrieved: the outer future reported first
+template <class Result>
+Future<Result> make_gathering(EventLoop& loop, std::vector<AnyFuture> children,
+                              GatheringState<Result>*& state) {
+    state = new GatheringState<Result>(loop);
+    state->children = std::move(children);
+    state->remaining = state->children.size();
+    return Future<Result>(Ref<FutureBase>::adopt(state));
+}
+
+// Wires every child into the gathering future. `fail_fast`: the first
+// exception or cancellation of a child fails the whole (return_exceptions
+// false). `finish` builds the result once every child is done.
+template <class Result>
+void gather_children(Future<Result> outer, bool fail_fast, std::function<void()> finish) {
+    auto* state = static_cast<GatheringState<Result>*>(outer.state());
+    auto shared_finish = std::make_shared<std::function<void()>>(std::move(finish));
+    for (AnyFuture& child : state->children) {
+        child.state()->add_done_callback([outer, fail_fast, shared_finish](FutureBase& done) mutable {
+            auto* gathering = static_cast<GatheringState<Result>*>(outer.state());
+            if (outer.done()) {
+                if (!done.cancelled()) {
+                    done.exception();  // mark it retrieved: the outer future reported first
+                }
+                return;
             }
-            return;
-        }
-        if (done.cancelled()) {
-            outer.set_exception(CancelledError(done.cancel_message()));
-            return;
-        }
-        if (std::exception_ptr error = done.exception()) {
-            outer.set_exception(error);
-            return;
-        }
-        if (--progress->remaining == 0) {
-            (*finish)();
-        }
-    });
+            if (fail_fast) {
+                if (done.cancelled()) {
+                    outer.set_exception(CancelledError(done.cancel_message()));
+                    return;
+                }
+                if (std::exception_ptr error = done.exception()) {
+                    outer.set_exception(error);
+                    return;
+                }
+            } else if (!done.cancelled()) {
+                done.exception();  // it is returned, so it counts as retrieved
+            }
+            if (--gathering->remaining != 0) {
+                return;
+            }
+            if (gathering->cancel_requested) {
+                outer.set_exception(CancelledError(gathering->requested_message));
+                return;
+            }
+            (*shared_finish)();
+        });
+    }
 }
 
 }  // namespace detail
@@ -52,29 +101,20 @@ template <class T>
 Future<std::vector<detail::StoredValue<T>>> gather(std::vector<Future<T>> children,
                                                    EventLoop& loop = get_running_loop()) {
     using Result = std::vector<detail::StoredValue<T>>;
-    Future<Result> outer = loop.create_future<Result>();
+    detail::GatheringState<Result>* state = nullptr;
+    Future<Result> outer = detail::make_gathering<Result>(
+        loop, std::vector<AnyFuture>(children.begin(), children.end()), state);
     if (children.empty()) {
         outer.set_result(Result{});
         return outer;
     }
-    auto progress = std::make_shared<detail::GatherProgress>(detail::GatherProgress{children.size()});
-    auto finish = std::make_shared<std::function<void()>>([outer, children]() mutable {
+    detail::gather_children<Result>(outer, true, [outer, children]() mutable {
         Result results;
         results.reserve(children.size());
         for (auto& child : children) {
             results.push_back(detail::stored_result(child));
         }
         outer.set_result(std::move(results));
-    });
-    for (auto& child : children) {
-        detail::gather_child(AnyFuture(child), outer, progress, finish);
-    }
-    outer.add_done_callback([children](const Future<Result>& f) mutable {
-        if (f.cancelled()) {
-            for (auto& child : children) {
-                child.cancel();
-            }
-        }
     });
     return outer;
 }
@@ -88,28 +128,15 @@ template <class T>
 Future<std::vector<Future<T>>> gather(std::vector<Future<T>> children, ReturnExceptions,
                                       EventLoop& loop = get_running_loop()) {
     using Result = std::vector<Future<T>>;
-    Future<Result> outer = loop.create_future<Result>();
+    detail::GatheringState<Result>* state = nullptr;
+    Future<Result> outer = detail::make_gathering<Result>(
+        loop, std::vector<AnyFuture>(children.begin(), children.end()), state);
     if (children.empty()) {
         outer.set_result(Result{});
         return outer;
     }
-    auto remaining = std::make_shared<std::size_t>(children.size());
-    for (auto& child : children) {
-        child.add_done_callback([outer, children, remaining](const Future<T>& done) mutable {
-            if (!done.cancelled()) {
-                done.exception();  // it is returned, so it counts as retrieved
-            }
-            if (--*remaining == 0 && !outer.done()) {
-                outer.set_result(children);
-            }
-        });
-    }
-    outer.add_done_callback([children](const Future<Result>& f) mutable {
-        if (f.cancelled()) {
-            for (auto& child : children) {
-                child.cancel();
-            }
-        }
+    detail::gather_children<Result>(outer, false, [outer, children]() mutable {
+        outer.set_result(children);
     });
     return outer;
 }
@@ -120,16 +147,11 @@ Future<std::tuple<detail::StoredValue<Ts>...>> gather(Future<Ts>... children) {
     using Result = std::tuple<detail::StoredValue<Ts>...>;
     static_assert(sizeof...(Ts) > 0, "gather() needs at least one future");
     EventLoop& loop = std::get<0>(std::tie(children...)).get_loop();
-    Future<Result> outer = loop.create_future<Result>();
-    auto progress = std::make_shared<detail::GatherProgress>(detail::GatherProgress{sizeof...(Ts)});
-    auto finish = std::make_shared<std::function<void()>>([outer, children...]() mutable {
+    detail::GatheringState<Result>* state = nullptr;
+    Future<Result> outer =
+        detail::make_gathering<Result>(loop, std::vector<AnyFuture>{AnyFuture(children)...}, state);
+    detail::gather_children<Result>(outer, true, [outer, children...]() mutable {
         outer.set_result(Result{detail::stored_result(children)...});
-    });
-    (detail::gather_child(AnyFuture(children), outer, progress, finish), ...);
-    outer.add_done_callback([children...](const Future<Result>& f) mutable {
-        if (f.cancelled()) {
-            (children.cancel(), ...);
-        }
     });
     return outer;
 }

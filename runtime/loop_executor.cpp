@@ -12,7 +12,7 @@ Executor& EventLoop::default_executor() {
     }
     if (!_default_executor) {
         _default_executor = std::make_shared<ThreadPoolExecutor>(
-            ThreadPoolExecutor::Options{.thread_name_prefix = "shardloop-exec"});
+            ThreadPoolExecutor::Options{.max_workers = std::nullopt, .thread_name_prefix = "shardloop-exec"});
     }
     return *_default_executor;
 }

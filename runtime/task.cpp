@@ -76,7 +76,7 @@ std::string TaskBase::repr() const {
     std::string text = "<Task ";
     switch (_state) {
         case State::pending:
-            text += _must_cancel ? "cancelling" : "pending";
+            text += _num_cancels_requested > 0 ? "cancelling" : "pending";
             break;
         case State::cancelled:
             text += "cancelled";
@@ -102,6 +102,10 @@ void TaskBase::start() {
 
 void TaskBase::start_eagerly() {
     if (_start_requested) {
+        return;
+    }
+    if (!_loop->is_running()) {
+        start();  // asyncio starts eagerly only on a running loop
         return;
     }
     _start_requested = true;
@@ -215,9 +219,16 @@ void TaskBase::await_future(FutureBase& future) {
     if (&future == static_cast<FutureBase*>(this)) {
         throw RuntimeError("Task cannot await on itself: " + repr());
     }
-    check_interrupts();
+    if (_unwinding) {
+        throw FiberUnwind{};
+    }
     _fut_waiter = Ref<FutureBase>(&future);
     future.add_waiter(this);
+    // A cancel() that arrived while the task ran goes to what it awaits
+    // now, as in asyncio's Task.__step: the await then throws through it.
+    if (_must_cancel && future.cancel(_must_cancel_message)) {
+        _must_cancel = false;
+    }
     _fiber.suspend();
     _fut_waiter.reset();
     check_interrupts();

@@ -101,12 +101,17 @@ public:
 
 private:
     void run_body() override {
+        // What the function captured goes as soon as it returns or throws,
+        // not when the last reference to the task does.
+        struct ReleaseFunction {
+            std::optional<F>& fn;
+            ~ReleaseFunction() { fn.reset(); }
+        } release{_fn};
         if constexpr (std::is_void_v<R>) {
             (*_fn)();
         } else {
             value.emplace((*_fn)());
         }
-        _fn.reset();
     }
     void drop_body() noexcept override { _fn.reset(); }
 

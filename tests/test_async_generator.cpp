@@ -481,7 +481,8 @@ TEST_F(AsyncGeneratorTest, CancellingTheConsumerFinalizesTheGeneratorBodyItAwait
     // Cleanup after a failure: let the bodies run out on their own.
     run_until([&] { return finalized == 2 && loop->live_task_count() == 0; }, 10.0);
     for (const std::string& seen : body_saw) {
-        EXPECT_EQ(seen, "CancelledError") << "what a body saw once it ran on after its consumer went";
+        EXPECT_EQ(seen, "CancelledError")
+            << "what a body saw once it ran on after its consumer went";
     }
     close_if_tasks_remain();
 }

@@ -268,9 +268,8 @@ TEST_F(ExceptionHandlerTest, CustomHandlerMayDelegateToDefaultHandler) {
 // through the default handler as "Unhandled error in exception handler",
 // with the handler's own exception; nothing escapes the loop.
 TEST_F(ExceptionHandlerTest, BrokenHandlerIsReportedThroughDefaultHandler) {
-    loop->set_exception_handler([](EventLoop&, const ExceptionContext&) {
-        throw AttributeError("spam");
-    });
+    loop->set_exception_handler(
+        [](EventLoop&, const ExceptionContext&) { throw AttributeError("spam"); });
     loop->call_soon(ZeroError{});
     EXPECT_NO_THROW(run_once());
 

@@ -342,8 +342,8 @@ TEST_F(FuturesTest, RemovingCallbacksAtAnyPositionKeepsTheOthersInOrder) {
         Future<std::string> f = loop->create_future<std::string>();
         std::vector<uint64_t> ids;
         for (int value : {42, 17, 100}) {
-            ids.push_back(
-                f.add_done_callback([&bag, value](const Future<std::string>&) { bag.push_back(value); }));
+            ids.push_back(f.add_done_callback(
+                [&bag, value](const Future<std::string>&) { bag.push_back(value); }));
         }
         for (int index : c.removed) {
             EXPECT_EQ(f.remove_done_callback(ids[index]), 1U);
@@ -370,7 +370,8 @@ TEST_F(FuturesTest, ManyRemovalsInterleavedWithAdditionsKeepTheListConsistent) {
     }
     for (int i = 1; i < 64; i += 2) {
         EXPECT_EQ(f.remove_done_callback(ids[i]), 1U);
-        ids.push_back(f.add_done_callback([&bag, i](const Future<int>&) { bag.push_back(1000 + i); }));
+        ids.push_back(
+            f.add_done_callback([&bag, i](const Future<int>&) { bag.push_back(1000 + i); }));
     }
     for (int i = 62; i >= 0; i -= 2) {
         if (i != 0) {
@@ -438,7 +439,8 @@ TEST_F(FuturesTest, CallbacksAddingCallbacksToTheDoneFutureAreScheduledSoon) {
 
     run_briefly();
     EXPECT_EQ(plain_calls, 63);
-    EXPECT_EQ(extra_calls, 0) << "a callback added while the callbacks run waits for the next batch";
+    EXPECT_EQ(extra_calls, 0)
+        << "a callback added while the callbacks run waits for the next batch";
 
     run_until([&] { return extra_calls == max_extra; });
     run_briefly();

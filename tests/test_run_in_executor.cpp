@@ -105,9 +105,8 @@ protected:
 // executor runs the function on another thread and the future gets its value.
 TEST_F(RunInExecutorTest, DefaultExecutorReturnsValueComputedOnAnotherThread) {
     const std::thread::id loop_thread = std::this_thread::get_id();
-    auto future = loop->run_in_executor(nullptr, [] {
-        return std::make_pair(std::string("yo"), std::this_thread::get_id());
-    });
+    auto future = loop->run_in_executor(
+        nullptr, [] { return std::make_pair(std::string("yo"), std::this_thread::get_id()); });
 
     auto [value, worker] = loop->run_until_complete(future);
 
@@ -151,13 +150,12 @@ TEST_F(RunInExecutorTest, VoidFunctionCompletesFuture) {
 // run_in_executor with an explicit executor runs the function on that
 // executor's threads, not on the default executor.
 TEST_F(RunInExecutorTest, ExplicitThreadPoolExecutorRunsTheFunction) {
-    ThreadPoolExecutor pool(ThreadPoolExecutor::Options{.max_workers = 2,
-                                                        .thread_name_prefix = "explicit"});
+    ThreadPoolExecutor pool(
+        ThreadPoolExecutor::Options{.max_workers = 2, .thread_name_prefix = "explicit"});
     const std::thread::id loop_thread = std::this_thread::get_id();
 
-    auto future = loop->run_in_executor(&pool, [] {
-        return std::make_pair(current_thread_name(), std::this_thread::get_id());
-    });
+    auto future = loop->run_in_executor(
+        &pool, [] { return std::make_pair(current_thread_name(), std::this_thread::get_id()); });
     auto [name, worker] = loop->run_until_complete(future);
 
     EXPECT_EQ(name, "explicit_0");

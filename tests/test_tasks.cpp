@@ -160,9 +160,13 @@ TEST_F(TasksTest, TaskAwaitingAnotherTaskGetsItsResultOnceItIsDone) {
 }
 
 template <class F>
-concept CanSetResult = requires(F f) { f.set_result(1); };
+concept CanSetResult = requires(F f) {
+    f.set_result(1);
+};
 template <class F>
-concept CanSetException = requires(F f) { f.set_exception(std::runtime_error("x")); };
+concept CanSetException = requires(F f) {
+    f.set_exception(std::runtime_error("x"));
+};
 
 // A task's result comes from its function only: Task deletes the setters
 // (asyncio raises "Task does not support set_result operation").
@@ -356,9 +360,8 @@ TEST_F(TasksTest, CancelMessagePropagatesThroughResultAndException) {
                 inner.cancel(message);
                 // asyncio.wait([task]): wait for it without raising.
                 Future<void> finished = loop->create_future<void>();
-                inner.add_done_callback([finished](const Future<void>&) mutable {
-                    finished.set_result();
-                });
+                inner.add_done_callback(
+                    [finished](const Future<void>&) mutable { finished.set_result(); });
                 await(finished);
                 if (use_exception) {
                     (void)inner.exception();
@@ -787,7 +790,8 @@ TEST_F(TasksTest, EagerStartRunsTheBodyUpToItsFirstAwaitSynchronously) {
             eager_saw_itself = me.has_value() && outer.has_value() && me->state() != outer->state();
             await(sleep(0.01));
             std::optional<AnyTask> again = current_task();
-            same_after_blocking = again.has_value() && me.has_value() && again->state() == me->state();
+            same_after_blocking =
+                again.has_value() && me.has_value() && again->state() == me->state();
             steps.push_back("after blocking");
             return std::string("finished after blocking");
         });
@@ -820,7 +824,8 @@ TEST_F(TasksTest, CancelAfterEagerCompletionReturnsFalse) {
     EXPECT_EQ(result, "finished without blocking");
 }
 
-// Ports test_eager_task_factory EagerTaskFactoryLoopTests.test_cancellation_after_eager_step_blocks.
+// Ports test_eager_task_factory
+// EagerTaskFactoryLoopTests.test_cancellation_after_eager_step_blocks.
 TEST_F(TasksTest, CancelAfterTheEagerStepBlocksCancelsWithTheMessage) {
     auto outer = loop->create_task([this] {
         set_eager_factory(*loop);
@@ -832,8 +837,7 @@ TEST_F(TasksTest, CancelAfterTheEagerStepBlocksCancelsWithTheMessage) {
         EXPECT_GT(t.cancelling(), 0);
         await(t);
     });
-    EXPECT_EQ(cancelled_message([&] { loop->run_until_complete(outer); }),
-              "cancellation message");
+    EXPECT_EQ(cancelled_message([&] { loop->run_until_complete(outer); }), "cancellation message");
 }
 
 // Ports test_eager_task_factory BaseTaskCountingTests.test_awaitables_chain /
@@ -961,8 +965,8 @@ TEST_F(TasksTest, TaskReleasesItsFunctionWhenItFinishes) {
         });
         probe.reset();
         run_until([&] { return task.done(); });
-        EXPECT_TRUE(destroyed) << "captures still alive after the task "
-                               << (how == 0 ? "returned" : how == 1 ? "threw" : "was cancelled");
+        const char* const endings[] = {"returned", "threw", "was cancelled"};
+        EXPECT_TRUE(destroyed) << "captures still alive after the task " << endings[how];
         if (how == 1) {
             (void)task.exception();
         }
@@ -993,6 +997,35 @@ TEST_F(TasksTest, ClosingTheLoopReportsAndUnwindsAPendingTask) {
     EXPECT_NE(reports[0].task_repr.find(task.get_name()), std::string::npos);
     EXPECT_EQ(loop->live_task_count(), 0U);
     EXPECT_EQ(loop->stack_pool().in_use(), 0U);
+}
+
+// asyncio closes a destroyed pending task's coroutine, which frees its
+// frame; the C++ counterpart is the task's function and what it captured,
+// which must not outlive the unwinding (nor keep the awaited future, and
+// through it the task, alive in a cycle). Once the test drops its handles
+// to the task and to the future it waited for, the task itself is freed.
+TEST_F(TasksTest, ClosingTheLoopReleasesWhatAPendingTaskCaptured) {
+    record_reports();
+    auto token = std::make_shared<int>(0);
+    std::weak_ptr<int> captured = token;
+    Future<void> never = loop->create_future<void>();
+    auto task = loop->create_task([token, never] { await(never); });
+    // A done callback lives inside the task object: its capture shows
+    // when that object is freed.
+    auto task_token = std::make_shared<int>(0);
+    std::weak_ptr<int> task_alive = task_token;
+    task.add_done_callback([task_token](const Future<void>&) {});
+    token.reset();
+    task_token.reset();
+    run_briefly();
+    EXPECT_FALSE(captured.expired()) << "the pending task still needs its captures";
+    loop->close();
+    EXPECT_TRUE(captured.expired()) << "the unwound task still holds its function's captures";
+    task = Task<void>();
+    never = Future<void>();
+    EXPECT_TRUE(captured.expired()) << "the captures are never released (reference cycle)";
+    EXPECT_TRUE(task_alive.expired())
+        << "the task object is never freed once nothing refers to it and its future";
 }
 
 // ---- Exception state across fiber switches ----

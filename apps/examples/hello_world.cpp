@@ -1,10 +1,9 @@
 // Hello World with call_soon(): the asyncio "Event Loop" documentation's
-// first example ("Hello World with call_soon()"), line for line.
-//
-// A callback prints "Hello World" and stops the loop; the loop is closed
-// whatever happens.
+// first example, "Hello World with call_soon()". A callback prints
+// "Hello World" and stops the loop, which is then closed.
 
 #include <cstdio>
+#include <functional>
 
 #include <shardloop.hpp>
 
@@ -20,13 +19,9 @@ int main() {
     // Schedule a call to hello_world().
     loop->call_soon(hello_world, std::ref(*loop));
 
-    // Blocking call interrupted by loop.stop(); the loop is closed either way
-    // (its destructor would close it too; asyncio's try/finally, spelled out).
-    try {
-        loop->run_forever();
-    } catch (...) {
-        loop->close();
-        throw;
-    }
+    // Blocking call interrupted by loop.stop(). asyncio wraps it in
+    // try/finally to close the loop; an EventLoop also closes itself when
+    // it is destroyed, so an exception leaving run_forever needs no more.
+    loop->run_forever();
     loop->close();
 }
