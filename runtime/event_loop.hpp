@@ -251,11 +251,15 @@ private:
     Handle call_soon_threadsafe_callback(detail::Callback<void()> fn);
     TimerHandle call_at_ns(int64_t when_ns, detail::Callback<void()> fn);
     static int64_t seconds_to_ns(double seconds, const char* what);
-    // now + delay in nanoseconds, saturating instead of overflowing.
+    // now + delay in nanoseconds, saturating instead of overflowing; throws
+    // std::invalid_argument for a NaN delay.
     template <class Rep, class Period>
-    int64_t deadline_after(std::chrono::duration<Rep, Period> delay) const noexcept {
+    int64_t deadline_after(std::chrono::duration<Rep, Period> delay) const {
         using Ns = std::chrono::duration<long double, std::nano>;
         long double when = static_cast<long double>(now_ns()) + std::chrono::duration_cast<Ns>(delay).count();
+        if (std::isnan(when)) {
+            throw std::invalid_argument("call_later: delay must not be NaN");
+        }
         if (when >= static_cast<long double>(INT64_MAX)) {
             return INT64_MAX;
         }

@@ -3,9 +3,12 @@
 // thread rules and debug mode's slow-callback log. Ported from CPython's
 // test_asyncio (test_base_events.py, test_events.py) where noted.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -15,6 +18,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -42,37 +46,53 @@ void expect_throw_with_message(F&& fn, const std::string& message) {
     }
 }
 
-// Posts a failing stop to `loop` from another thread unless disarm() comes
-// within `seconds`: a loop that never wakes up fails the test instead of
-// hanging it.
+// Stops `loop` from another thread unless disarm() comes within `seconds`,
+// so that a loop that is never woken fails the test instead of hanging it.
+// It wakes the loop through a pipe the loop watches, not through
+// call_soon_threadsafe: that is what the tests using it check.
 class Watchdog {
 public:
-    Watchdog(EventLoop& loop, std::chrono::seconds seconds)
-        : _thread([this, &loop, seconds] {
-              std::unique_lock lock(_mutex);
-              if (!_cv.wait_for(lock, seconds, [this] { return _disarmed; })) {
-                  fired.store(true);
-                  loop.call_soon_threadsafe([&loop] { loop.stop(); });
-              }
-          }) {}
+    Watchdog(EventLoop& loop, std::chrono::seconds seconds) : _loop(loop) {
+        if (pipe2(_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+            throw std::system_error(errno, std::generic_category(), "pipe2");
+        }
+        _loop.add_reader(_fds[0], [this] {
+            fired = true;
+            _loop.stop();
+        });
+        _thread = std::thread([this, seconds] {
+            std::unique_lock lock(_mutex);
+            if (!_cv.wait_for(lock, seconds, [this] { return _disarmed; })) {
+                char byte = 1;
+                (void)!write(_fds[1], &byte, 1);
+            }
+        });
+    }
     ~Watchdog() { disarm(); }
     Watchdog(const Watchdog&) = delete;
     Watchdog& operator=(const Watchdog&) = delete;
 
+    // Loop thread, with the loop stopped.
     void disarm() {
+        if (!_thread.joinable()) {
+            return;
+        }
         {
             std::lock_guard lock(_mutex);
             _disarmed = true;
         }
         _cv.notify_all();
-        if (_thread.joinable()) {
-            _thread.join();
-        }
+        _thread.join();
+        _loop.remove_reader(_fds[0]);
+        close(_fds[0]);
+        close(_fds[1]);
     }
 
-    std::atomic<bool> fired{false};
+    bool fired = false;  // loop thread
 
 private:
+    EventLoop& _loop;
+    int _fds[2] = {-1, -1};
     std::mutex _mutex;
     std::condition_variable _cv;
     bool _disarmed = false;
@@ -317,12 +337,9 @@ TEST_F(CallbacksTest, CallSoonThreadsafeWakesLoopBlockedWithNothingToDo) {
     double elapsed = loop->time() - start;
     poster.join();
     watchdog.disarm();
-    EXPECT_FALSE(watchdog.fired.load()) << "the loop was not woken by call_soon_threadsafe";
+    EXPECT_FALSE(watchdog.fired) << "the loop was not woken by call_soon_threadsafe";
     EXPECT_TRUE(callback_ran.load());
     EXPECT_GE(elapsed, 0.050 - 1e-6);  // it really waited for the other thread
-    // Let a late watchdog post (if any) run before teardown.
-    loop->call_soon([this] { loop->stop(); });
-    loop->run_forever();
 }
 
 // The same wake-up when the loop sleeps until a far timer rather than forever.
@@ -341,7 +358,7 @@ TEST_F(CallbacksTest, CallSoonThreadsafeWakesLoopWaitingForFarTimer) {
     loop->run_forever();
     poster.join();
     watchdog.disarm();
-    EXPECT_FALSE(watchdog.fired.load());
+    EXPECT_FALSE(watchdog.fired);
     EXPECT_TRUE(callback_ran.load());
     EXPECT_FALSE(timer_ran);
     far.cancel();
@@ -386,11 +403,7 @@ TEST_F(CallbacksTest, CallSoonThreadsafeFromManyThreadsRunsEachCallbackExactlyOn
     constexpr int total = threads * per_thread;
     std::vector<int> runs(total, 0);  // touched by the loop thread only
     int done = 0;
-    bool watchdog_fired = false;
-    TimerHandle watchdog = loop->call_later(60.0, [&] {
-        watchdog_fired = true;
-        loop->stop();
-    });
+    Watchdog watchdog(*loop, 30s);
     std::vector<std::vector<int>> order(threads);  // per-thread arrival order, loop thread
     std::vector<std::thread> posters;
     for (int t = 0; t < threads; ++t) {
@@ -410,8 +423,8 @@ TEST_F(CallbacksTest, CallSoonThreadsafeFromManyThreadsRunsEachCallbackExactlyOn
     for (std::thread& poster : posters) {
         poster.join();
     }
-    watchdog.cancel();
-    EXPECT_FALSE(watchdog_fired);
+    watchdog.disarm();
+    EXPECT_FALSE(watchdog.fired);
     ASSERT_EQ(done, total);
     for (int i = 0; i < total; ++i) {
         ASSERT_EQ(runs[i], 1) << "callback " << i;
@@ -474,6 +487,38 @@ TEST_F(CallbacksTest, DebugModeRejectsCallSoonFromAnotherThreadWhileRunning) {
     loop->run_until_complete(finished);
     other.join();
     EXPECT_EQ(errors, (std::vector<std::string>{expected, expected, expected}));
+}
+
+// asyncio's create_task schedules the task's first step with call_soon, so
+// in debug mode it meets the same check (CPython 3.13 raises here too).
+TEST_F(CallbacksTest, DebugModeRejectsCreateTaskFromAnotherThreadWhileRunning) {
+    loop->set_debug(true);
+    std::atomic<bool> loop_running{false};
+    std::string error = "did not throw";  // written by the other thread before it posts
+    bool task_ran = false;
+    Future<void> finished = loop->create_future<void>();
+    std::thread other([&] {
+        while (!loop_running.load()) {
+            std::this_thread::yield();
+        }
+        // Give the loop time to go to sleep: should the check be missing,
+        // the unchecked call then at least does not race with a batch.
+        std::this_thread::sleep_for(20ms);
+        try {
+            loop->create_task([&task_ran] { task_ran = true; });
+        } catch (const RuntimeError& e) {
+            error = e.what();
+        }
+        loop->call_soon_threadsafe([&finished]() mutable { finished.set_result(); });
+    });
+    loop->call_soon([&] { loop_running.store(true); });
+    loop->run_until_complete(finished);
+    other.join();
+    EXPECT_EQ(error,
+              "Non-thread-safe operation invoked on an event loop other than the current one");
+    // Should it have been accepted, let it finish before teardown.
+    run_until([this] { return loop->live_task_count() == 0; });
+    EXPECT_FALSE(task_ran);
 }
 
 // Ports test_base_events.BaseEventLoopTests.test_check_thread (debug off)

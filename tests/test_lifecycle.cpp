@@ -50,8 +50,16 @@ TEST_F(LifecycleTest, RunForeverAfterStopRunsExactlyOneIteration) {
         loop->call_soon([&] { order.push_back("next-iteration"); });
     });
     loop->call_soon([&] { order.push_back("second"); });
+    // A safety net: if the stop were lost, the run would otherwise never end.
+    bool safety_net_fired = false;
+    TimerHandle safety_net = loop->call_later(5.0, [&] {
+        safety_net_fired = true;
+        loop->stop();
+    });
     loop->stop();
     loop->run_forever();
+    safety_net.cancel();
+    EXPECT_FALSE(safety_net_fired);
     EXPECT_EQ(order, (std::vector<std::string>{"first", "second"}));
     EXPECT_FALSE(loop->is_running());
 
@@ -70,12 +78,17 @@ TEST_F(LifecycleTest, RunForeverAfterStopRunsExactlyOneIteration) {
 TEST_F(LifecycleTest, PreStoppedRunDoesNotWaitForTimers) {
     bool ran = false;
     TimerHandle far = loop->call_later(3600.0, [&] { ran = true; });
-    double start = loop->time();
+    bool safety_net_fired = false;
+    TimerHandle safety_net = loop->call_later(5.0, [&] {
+        safety_net_fired = true;
+        loop->stop();
+    });
     loop->stop();
     loop->run_forever();
     EXPECT_FALSE(ran);
-    EXPECT_LT(loop->time() - start, 60.0);  // generous: it did not sleep for the timer
+    EXPECT_FALSE(safety_net_fired) << "the pre-stopped run waited for timers";
     far.cancel();
+    safety_net.cancel();
 }
 
 TEST_F(LifecycleTest, StopInsideCallbackEndsRunAfterTheCurrentBatch) {
@@ -126,6 +139,24 @@ TEST_F(LifecycleTest, RunUntilCompleteReturnsAFutureResultSetByACallback) {
     Future<int> future = loop->create_future<int>();
     loop->call_soon([&future]() mutable { future.set_result(7); });
     EXPECT_EQ(loop->run_until_complete(future), 7);
+}
+
+TEST_F(LifecycleTest, RunUntilCompleteWithAFutureAlreadyDoneReturnsItsResult) {
+    Future<int> future = loop->create_future<int>();
+    future.set_result(11);
+    EXPECT_EQ(loop->run_until_complete(future), 11);
+    EXPECT_FALSE(loop->is_running());
+}
+
+TEST_F(LifecycleTest, RunUntilCompleteWithACancelledFutureThrowsCancelledError) {
+    Future<int> future = loop->create_future<int>();
+    loop->call_soon([&future]() mutable { future.cancel("gone"); });
+    try {
+        loop->run_until_complete(future);
+        ADD_FAILURE() << "no exception";
+    } catch (const CancelledError& e) {
+        EXPECT_EQ(e.message(), "gone");
+    }
 }
 
 TEST_F(LifecycleTest, RunUntilCompleteRethrowsTheTaskException) {

@@ -25,9 +25,10 @@ using namespace std::chrono_literals;
 
 class TimersTest : public testing::LoopTest {
 protected:
-    // One iteration: what is ready (and due) runs, then the loop stops.
+    // One iteration (CPython's test_utils.run_once): what is ready, and the
+    // timers that are due, run; then the loop stops.
     void run_once() {
-        loop->stop();
+        loop->call_soon([this] { loop->stop(); });
         loop->run_forever();
     }
 };
@@ -98,6 +99,33 @@ TEST_F(TimersTest, CallbackScheduledByDueTimerRunsInNextIteration) {
     EXPECT_TRUE(child_ran);
 }
 
+// asyncio's _run_once appends the due timers to the callbacks already
+// ready: they run after them, in the same iteration.
+TEST_F(TimersTest, DueTimersRunAfterCallbacksAlreadyReady) {
+    std::vector<std::string> order;
+    loop->call_soon([&] { order.push_back("soon-1"); });
+    loop->call_later(-1.0, [&] { order.push_back("timer"); });
+    loop->call_soon([&] { order.push_back("soon-2"); });
+    run_once();
+    EXPECT_EQ(order, (std::vector<std::string>{"soon-1", "soon-2", "timer"}));
+}
+
+// A timer scheduled by a callback, even with no delay, waits for a later
+// iteration: it goes through the heap, never straight into the running batch.
+TEST_F(TimersTest, ZeroDelayTimerScheduledDuringBatchRunsInALaterIteration) {
+    std::vector<std::string> order;
+    loop->call_soon([&] {
+        order.push_back("callback");
+        loop->call_later(0.0, [&] { order.push_back("timer"); });
+    });
+    loop->call_soon([&] { order.push_back("same-batch"); });
+    loop->call_soon([this] { loop->stop(); });
+    loop->run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"callback", "same-batch"}));
+    run_once();
+    EXPECT_EQ(order, (std::vector<std::string>{"callback", "same-batch", "timer"}));
+}
+
 TEST_F(TimersTest, CallLaterAcceptsChronoDurations) {
     double start = loop->time();
     double ms_at = 0.0;
@@ -124,6 +152,21 @@ TEST_F(TimersTest, CallLaterWithHugeChronoDurationDoesNotRunSoon) {
     run_once();
     EXPECT_FALSE(ran);
     far.cancel();
+}
+
+TEST_F(TimersTest, CallLaterWithLargestChronoDurationsSaturates) {
+    bool ran = false;
+    TimerHandle max_ns = loop->call_later(std::chrono::nanoseconds::max(), [&] { ran = true; });
+    TimerHandle max_hours = loop->call_later(std::chrono::hours::max(), [&] { ran = true; });
+    EXPECT_GT(max_ns.when(), loop->time() + 3600.0);
+    EXPECT_GT(max_hours.when(), loop->time() + 3600.0);
+    bool negative_ran = false;
+    loop->call_later(std::chrono::nanoseconds::min(), [&] { negative_ran = true; });
+    run_once();
+    EXPECT_FALSE(ran);
+    EXPECT_TRUE(negative_ran);  // a negative delay means now
+    max_ns.cancel();
+    max_hours.cancel();
 }
 
 TEST_F(TimersTest, CallLaterWithHugeDoubleDelayDoesNotRunSoon) {
@@ -282,6 +325,16 @@ TEST_F(TimersTest, NanDelayThrowsInvalidArgument) {
     double nan = std::numeric_limits<double>::quiet_NaN();
     EXPECT_THROW(loop->call_later(nan, [] {}), std::invalid_argument);
     EXPECT_THROW(loop->call_at(nan, [] {}), std::invalid_argument);
+}
+
+// The chrono overload refuses NaN like the double one (rather than turning
+// it into an arbitrary deadline).
+TEST_F(TimersTest, NanChronoDelayThrowsInvalidArgument) {
+    std::chrono::duration<double> nan(std::numeric_limits<double>::quiet_NaN());
+    bool ran = false;
+    EXPECT_THROW(loop->call_later(nan, [&] { ran = true; }), std::invalid_argument);
+    run_once();
+    EXPECT_FALSE(ran);
 }
 
 TEST_F(TimersTest, CallLaterAfterCloseThrows) {
