@@ -172,6 +172,9 @@ public:
     auto create_task(F&& fn, std::string name = {}) -> Task<std::invoke_result_t<std::decay_t<F>&>> {
         using R = std::invoke_result_t<std::decay_t<F>&>;
         check_closed();
+        if (_debug) {
+            check_thread();
+        }
         auto* state = new detail::TaskState<R, std::decay_t<F>>(*this, std::forward<F>(fn),
                                                                  std::move(name));
         Task<R> task(detail::Ref<detail::FutureBase>::adopt(state));

@@ -135,20 +135,25 @@ TEST_F(CallbacksTest, CallbacksScheduledDuringBatchRunInNextIteration) {
 
 // Ports test_base_events.BaseEventLoopTests.test_run_until_complete_baseexception
 // (second half): call_soon(call_soon, func) runs func one iteration later,
-// and its stop() then ends run_forever.
+// after the rest of the first batch, and its stop() then ends run_forever.
 TEST_F(CallbacksTest, CallbackScheduledByCallbackCanStopTheLoop) {
-    bool called = false;
-    int iterations_seen = 0;
+    std::vector<std::string> order;
     loop->call_soon([&] {
-        ++iterations_seen;
+        order.push_back("outer");
         loop->call_soon([&] {
-            called = true;
+            order.push_back("func");
             loop->stop();
         });
     });
+    loop->call_soon([&] { order.push_back("sibling"); });
+    // A safety net: should func never run, the run would never end.
+    TimerHandle safety_net = loop->call_later(5.0, [&] {
+        order.push_back("safety-net");
+        loop->stop();
+    });
     loop->run_forever();
-    EXPECT_TRUE(called);
-    EXPECT_EQ(iterations_seen, 1);
+    safety_net.cancel();
+    EXPECT_EQ(order, (std::vector<std::string>{"outer", "sibling", "func"}));
 }
 
 // Ports test_events.EventLoopTestsMixin.test_call_soon.

@@ -223,6 +223,8 @@ TEST_F(LifecycleTest, RunUntilCompleteRejectsFutureOfAnotherLoop) {
 TEST_F(LifecycleTest, NestedRunIsRefused) {
     std::vector<std::string> errors;
     loop->call_soon([&] {
+        // Should the nested run be accepted, this ends it instead of hanging.
+        loop->call_soon([this] { loop->stop(); });
         try {
             loop->run_forever();
             errors.push_back("run_forever: no exception");
@@ -261,6 +263,8 @@ TEST_F(LifecycleTest, NestedRunUntilCompleteInsideATaskIsRefused) {
 // Ports test_base_events.RunningLoopTests.test_running_loop_within_a_loop.
 TEST_F(LifecycleTest, RunningAnotherLoopInsideARunningLoopIsRefused) {
     auto inner = new_event_loop();
+    // Should the inner run be accepted, this ends it instead of hanging.
+    Handle inner_stop = inner->call_soon([&] { inner->stop(); });
     std::vector<std::string> errors;
     loop->call_soon([&] {
         try {
@@ -281,6 +285,7 @@ TEST_F(LifecycleTest, RunningAnotherLoopInsideARunningLoopIsRefused) {
     const std::string expected = "Cannot run the event loop while another loop is running";
     EXPECT_EQ(errors, (std::vector<std::string>{expected, expected}));
     EXPECT_FALSE(inner->is_running());
+    inner_stop.cancel();
     // The refused loop still works on its own afterwards.
     EXPECT_EQ(inner->run_until_complete([] { return 3; }), 3);
     inner->close();
@@ -422,10 +427,10 @@ TEST_F(LifecycleTest, GetRunningLoopInsideCallbackReturnsTheLoop) {
     EventLoop* seen_or_null = nullptr;
     std::shared_ptr<EventLoop> from_get_event_loop;
     loop->call_soon([&] {
+        loop->stop();  // first: the lookups below throw should they fail
         seen = &get_running_loop();
         seen_or_null = get_running_loop_or_null();
         from_get_event_loop = get_event_loop();
-        loop->stop();
     });
     loop->run_forever();
     EXPECT_EQ(seen, loop.get());
