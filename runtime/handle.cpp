@@ -92,7 +92,13 @@ void HandleState::cancel() noexcept {
         shared(_cancelled).store(true, std::memory_order_release);
         return;
     }
+    if (_cancelled) {
+        return;
+    }
     _cancelled = true;
+    if (is_timer && scheduled) {
+        loop->note_timer_cancelled();  // lets the heap drop cancelled timers in bulk
+    }
     if (!running) {
         callback.reset();  // like asyncio, drop what the callback holds at once
     }
@@ -130,16 +136,6 @@ std::string Handle::repr() const { return _state ? _state->repr() : "<Handle emp
 
 double TimerHandle::when() const {
     return static_cast<double>(static_cast<detail::TimerState*>(_state.get())->when_ns) * 1e-9;
-}
-
-void TimerHandle::cancel() {
-    if (!_state || _state->cancelled()) {
-        return;
-    }
-    _state->cancel();
-    if (_state->scheduled) {
-        _state->loop->note_timer_cancelled();
-    }
 }
 
 }  // namespace shardloop

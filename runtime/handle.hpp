@@ -83,7 +83,9 @@ public:
     Handle() = default;
     explicit Handle(detail::Ref<detail::HandleState> state) : _state(std::move(state)) {}
 
-    // Stops the callback from running if it has not run yet. Idempotent.
+    // Stops the callback from running if it has not run yet, and releases
+    // what it captured. A cancelled timer tells its loop, so that cancelled
+    // timers do not pile up in the heap. Idempotent.
     void cancel();
     // True once cancel() was called.
     bool cancelled() const;
@@ -110,9 +112,6 @@ public:
     // The time (on the loop's clock, see EventLoop::time()) the callback is
     // scheduled for, in seconds.
     double when() const;
-    // Cancels it, and tells the loop so that cancelled timers do not pile up
-    // in its heap.
-    void cancel();
 };
 
 }  // namespace shardloop
