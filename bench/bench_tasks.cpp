@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 #include "bench_support.hpp"
 #include "runtime/event_loop.hpp"
@@ -89,6 +90,36 @@ void BM_YieldThroughLoop(benchmark::State& state) {
     shardloop::bench::report_per_item(state, "per_switch", 2);
 }
 BENCHMARK(BM_YieldThroughLoop);
+
+// The same with N tasks yielding in turn, as in a loop with work to do: one
+// iteration of the measuring task lets all N run once (N yields, 2N
+// switches), so the loop's fixed per-iteration cost is shared by N tasks.
+// "per_switch" is CPU time per switch.
+void BM_YieldThroughLoopManyTasks(benchmark::State& state) {
+    const auto tasks = static_cast<int>(state.range(0));
+    EventLoop loop;
+    bool stop = false;
+    std::vector<shardloop::Task<void>> others;
+    for (int i = 1; i < tasks; ++i) {
+        others.push_back(loop.create_task([&stop] {
+            while (!stop) {
+                shardloop::yield_now();
+            }
+        }));
+    }
+    loop.run_until_complete([&state, &stop] {
+        shardloop::yield_now();  // warm-up: every task has started
+        for (auto _ : state) {
+            shardloop::yield_now();
+        }
+        stop = true;
+    });
+    for (auto& task : others) {
+        loop.run_until_complete(task);
+    }
+    shardloop::bench::report_per_item(state, "per_switch", 2 * tasks);
+}
+BENCHMARK(BM_YieldThroughLoopManyTasks)->Arg(64);
 
 constexpr int tasks_per_iteration = 1000;
 

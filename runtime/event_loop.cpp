@@ -320,10 +320,7 @@ TimerHandle EventLoop::call_at_ns(int64_t when_ns, detail::Callback<void()> fn) 
 // ---- Tasks ----
 
 void EventLoop::adopt_new_task(detail::TaskBase* task) {
-    ++_task_counter;
-    if (task->name().empty()) {
-        task->set_name("Task-" + std::to_string(_task_counter));
-    }
+    task->set_number(++_task_counter);
     // The loop keeps every live task alive, so a task's fiber never loses
     // its stack while it waits; the reference goes when the task finishes.
     task->FutureBase::add_ref();

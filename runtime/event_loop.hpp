@@ -137,10 +137,11 @@ public:
     // Throws std::invalid_argument when delay is NaN.
     template <class F>
     TimerHandle call_later(double delay, F&& fn) {
-        if (std::isnan(delay)) {
-            throw std::invalid_argument("call_later: delay must not be NaN");
-        }
-        return call_at(time() + delay, std::forward<F>(fn));
+        int64_t delay_ns = seconds_to_ns(delay, "call_later: delay");
+        int64_t now = now_ns();
+        // Saturate rather than overflow for absurd delays.
+        int64_t when = delay_ns > 0 && now > INT64_MAX - delay_ns ? INT64_MAX : now + delay_ns;
+        return call_at_ns(when, detail::Callback<void()>(std::forward<F>(fn)));
     }
     template <class Rep, class Period, class F>
     TimerHandle call_later(std::chrono::duration<Rep, Period> delay, F&& fn) {

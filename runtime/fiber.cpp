@@ -51,6 +51,7 @@ void Fiber::start(FiberStack stack, Entry entry, void* arg) {
     _arg = arg;
     _finished = false;
     _exceptions = {};
+    _eh_globals = eh_globals();
     _context = fctx::make_fcontext(stack.top(), stack.usable(), &fiber_main);
 #if defined(SHARDLOOP_TSAN)
     _tsan_fiber = __tsan_create_fiber(0);
@@ -70,7 +71,9 @@ void Fiber::trampoline_entry(void* caller_context, void* data) {
 }
 
 void Fiber::resume() {
-    EhGlobals* globals = eh_globals();
+    // A fiber never changes threads, so the thread's exception globals
+    // found at start() stay valid (and the lookup stays off the hot path).
+    auto* globals = static_cast<EhGlobals*>(_eh_globals);
     EhGlobals loop_exceptions = *globals;
     *globals = EhGlobals{_exceptions.caught, _exceptions.uncaught};
 #if defined(SHARDLOOP_ASAN)

@@ -64,6 +64,7 @@ private:
     void* _arg = nullptr;
     bool _finished = false;
     ExceptionState _exceptions;
+    void* _eh_globals = nullptr;  // this thread's __cxa_eh_globals
 
     // AddressSanitizer bookkeeping.
     void* _asan_fake_stack = nullptr;         // the fiber's, while it is switched out

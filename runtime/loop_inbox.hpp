@@ -70,7 +70,8 @@ public:
     ~PostedCallback() { post(); }
 
     void post() noexcept {
-        if (HandleState* handle = std::exchange(_handle, nullptr)) {
+        HandleState* handle = std::exchange(_handle, nullptr);
+        if (handle != nullptr && _inbox) {
             _inbox->post(handle);
         }
     }

@@ -78,6 +78,35 @@ private:
     std::size_t _count = 0;
 };
 
+// Blocks of any size, cached in a few size classes (for futures and tasks,
+// whose size depends on the result and function types); larger ones go to
+// the heap directly.
+struct SizeClassPool {
+    static void* allocate(std::size_t size) {
+        if (size <= 128) {
+            return BlockCache<128>::allocate();
+        }
+        if (size <= 256) {
+            return BlockCache<256>::allocate();
+        }
+        if (size <= 512) {
+            return BlockCache<512>::allocate();
+        }
+        return ::operator new(size);
+    }
+    static void deallocate(void* block, std::size_t size) noexcept {
+        if (size <= 128) {
+            BlockCache<128>::deallocate(block);
+        } else if (size <= 256) {
+            BlockCache<256>::deallocate(block);
+        } else if (size <= 512) {
+            BlockCache<512>::deallocate(block);
+        } else {
+            ::operator delete(block);
+        }
+    }
+};
+
 // Gives a class pooled operator new/delete.
 template <class T>
 struct Pooled {

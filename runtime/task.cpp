@@ -8,16 +8,14 @@ namespace detail {
 
 namespace {
 
-thread_local TaskBase* t_current_task = nullptr;
-
 // Makes `task` the current task for the duration of a step, restoring the
 // previous one after (an eager start runs a step inside another task).
 class CurrentTaskScope {
 public:
-    explicit CurrentTaskScope(TaskBase* task) noexcept : _previous(t_current_task) {
-        t_current_task = task;
+    explicit CurrentTaskScope(TaskBase* task) noexcept : _previous(TaskBase::t_current) {
+        TaskBase::t_current = task;
     }
-    ~CurrentTaskScope() { t_current_task = _previous; }
+    ~CurrentTaskScope() { TaskBase::t_current = _previous; }
     CurrentTaskScope(const CurrentTaskScope&) = delete;
     CurrentTaskScope& operator=(const CurrentTaskScope&) = delete;
 
@@ -41,7 +39,12 @@ TaskBase::TaskBase(EventLoop& loop, void* value_slot, std::string name)
 
 TaskBase::~TaskBase() = default;
 
-TaskBase* TaskBase::current() noexcept { return t_current_task; }
+const std::string& TaskBase::name() const {
+    if (_name.empty() && _number != 0) {
+        _name = "Task-" + std::to_string(_number);
+    }
+    return _name;
+}
 
 const char* TaskBase::unretrieved_message() const noexcept {
     return "Task exception was never retrieved";
@@ -85,7 +88,7 @@ std::string TaskBase::repr() const {
             text += "finished";
             break;
     }
-    text += " name='" + _name + "'";
+    text += " name='" + name() + "'";
     if (_state == State::finished && _exception) {
         text += " exception=" + describe_exception(_exception);
     }

@@ -33,8 +33,11 @@ public:
     int cancelling() const noexcept { return _num_cancels_requested; }
     int uncancel() noexcept;
 
-    const std::string& name() const noexcept { return _name; }
+    // "Task-N" unless a name was given; formatted on first use, so that
+    // creating a task costs no string work.
+    const std::string& name() const;
     void set_name(std::string name) { _name = std::move(name); }
+    void set_number(uint64_t number) noexcept { _number = number; }
     std::string repr() const override;
 
     // Queues the task's first step (what the default task factory does).
@@ -56,7 +59,8 @@ public:
     void destroy_pending();
 
     // The task whose fiber is running on this thread, or null.
-    static TaskBase* current() noexcept;
+    static TaskBase* current() noexcept { return t_current; }
+    static inline thread_local TaskBase* t_current = nullptr;
 
     // The loop's registry of live tasks (an intrusive list).
     TaskBase* registry_prev = nullptr;
@@ -80,7 +84,8 @@ private:
 
     Fiber _fiber;
     Ref<FutureBase> _fut_waiter;
-    std::string _name;
+    mutable std::string _name;
+    uint64_t _number = 0;
     std::string _must_cancel_message;
     std::exception_ptr _body_exception;
     int _num_cancels_requested = 0;
