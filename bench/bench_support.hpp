@@ -15,13 +15,12 @@ namespace shardloop::bench {
 // iteration, and the counter shows seconds per item (e.g. "12.3n" = 12.3 ns).
 // It divides the time the benchmark reports: CPU time by default, real time
 // with UseRealTime(), manual time with UseManualTime().
-inline void report_per_item(benchmark::State& state, const char* name,
-                            double items_per_iteration) {
-    state.counters[name] = benchmark::Counter(
-        items_per_iteration, benchmark::Counter::kIsIterationInvariantRate |
-                                 benchmark::Counter::kInvert);
-    state.SetItemsProcessed(static_cast<int64_t>(items_per_iteration *
-                                                 static_cast<double>(state.iterations())));
+inline void report_per_item(benchmark::State& state, const char* name, double items_per_iteration) {
+    state.counters[name] =
+        benchmark::Counter(items_per_iteration, benchmark::Counter::kIsIterationInvariantRate |
+                                                    benchmark::Counter::kInvert);
+    state.SetItemsProcessed(
+        static_cast<int64_t>(items_per_iteration * static_cast<double>(state.iterations())));
 }
 
 // Runs exactly one iteration of `loop`: the callbacks already ready, then

@@ -4,7 +4,6 @@
 #include <benchmark/benchmark.h>
 
 #include <boost/context/detail/fcontext.hpp>
-
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -27,8 +26,8 @@ namespace fctx = boost::context::detail;
 void BM_FcontextSwitch(benchmark::State& state) {
     shardloop::detail::StackPool stacks(64 * 1024);
     shardloop::detail::FiberStack stack = stacks.acquire();
-    fctx::fcontext_t context = fctx::make_fcontext(
-        stack.top(), stack.usable(), [](fctx::transfer_t from) {
+    fctx::fcontext_t context =
+        fctx::make_fcontext(stack.top(), stack.usable(), [](fctx::transfer_t from) {
             for (;;) {
                 from = fctx::jump_fcontext(from.fctx, nullptr);
             }

@@ -262,8 +262,8 @@ void BM_ThreadsafeBusyLoopThroughput(benchmark::State& state) {
         cpu_relax();
     }
     shardloop::bench::report_per_item(state, "per_callback", posts_per_iteration);
-    state.counters["poster_sys"] = benchmark::Counter(
-        sys_seconds / posts_per_iteration, benchmark::Counter::kAvgIterations);
+    state.counters["poster_sys"] =
+        benchmark::Counter(sys_seconds / posts_per_iteration, benchmark::Counter::kAvgIterations);
 }
 BENCHMARK(BM_ThreadsafeBusyLoopThroughput)->UseRealTime();
 

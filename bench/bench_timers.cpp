@@ -2,7 +2,6 @@
 // large timer heap costs a loop iteration.
 
 #include <benchmark/benchmark.h>
-
 #include <time.h>
 
 #include <cstdint>

@@ -74,18 +74,20 @@ public:
         _next = _loop.create_future<std::optional<T>>();
         // A consumer cancelled while it waits for a value cancels the body,
         // which in Python runs inside the consumer's own task.
-        _next.add_done_callback([weak = this->weak_from_this()](const Future<std::optional<T>>& next) {
-            auto self = weak.lock();
-            if (self && next.cancelled() && self->_phase == Phase::running && self->_runner.valid()) {
-                self->_runner.cancel(next.state()->cancel_message());
-            }
-        });
+        _next.add_done_callback(
+            [weak = this->weak_from_this()](const Future<std::optional<T>>& next) {
+                auto self = weak.lock();
+                if (self && next.cancelled() && self->_phase == Phase::running &&
+                    self->_runner.valid()) {
+                    self->_runner.cancel(next.state()->cancel_message());
+                }
+            });
         if (_phase == Phase::created) {
             _phase = Phase::running;
             _loop.register_asyncgen(this);  // asyncio's firstiter hook
             _registered = true;
-            _runner = _loop.create_task([self = this->shared_from_this()] { self->run(); },
-                                        "asyncgen");
+            _runner =
+                _loop.create_task([self = this->shared_from_this()] { self->run(); }, "asyncgen");
         } else {
             _phase = Phase::running;
             _resume.set_result();
@@ -155,7 +157,8 @@ private:
             throw;  // the loop is closing: let the task unwind
         } catch (const GeneratorExit&) {
             if (!_closing && !_orphaned) {
-                error = std::make_exception_ptr(RuntimeError("GeneratorExit raised outside aclose()"));
+                error =
+                    std::make_exception_ptr(RuntimeError("GeneratorExit raised outside aclose()"));
             }
         } catch (...) {
             error = std::current_exception();

@@ -70,9 +70,7 @@ public:
 
     explicit operator bool() const noexcept { return _ops != nullptr; }
 
-    R operator()(Args... args) {
-        return _ops->invoke(_storage, std::forward<Args>(args)...);
-    }
+    R operator()(Args... args) { return _ops->invoke(_storage, std::forward<Args>(args)...); }
 
     // The callable's type, for debug-mode logs (asyncio shows the callback's repr).
     const std::type_info& target_type() const noexcept {
@@ -112,9 +110,7 @@ private:
         [](void* s, Args&&... args) -> R {
             return (**static_cast<D**>(s))(std::forward<Args>(args)...);
         },
-        [](void* dst, void* src) noexcept {
-            *static_cast<D**>(dst) = *static_cast<D**>(src);
-        },
+        [](void* dst, void* src) noexcept { *static_cast<D**>(dst) = *static_cast<D**>(src); },
         [](void* s) noexcept { delete *static_cast<D**>(s); },
         typeid(D),
     };

@@ -27,8 +27,8 @@
 #include "runtime/future.hpp"
 #include "runtime/handle.hpp"
 #include "runtime/loop_inbox.hpp"
-#include "runtime/ready_queue.hpp"
 #include "runtime/reactor.hpp"
+#include "runtime/ready_queue.hpp"
 #include "runtime/stack_pool.hpp"
 #include "runtime/task.hpp"
 #include "runtime/timer_queue.hpp"
@@ -38,6 +38,10 @@ namespace shardloop {
 namespace detail {
 class FdWatcher;
 class AsyncGenBase;
+
+// A function a task can run: callable with no arguments.
+template <class F>
+concept TaskFunction = std::is_invocable_v<std::add_lvalue_reference_t<std::decay_t<F>>>;
 }  // namespace detail
 
 // Called with every new task before its first step is scheduled. It may
@@ -78,8 +82,7 @@ public:
     T run_until_complete(const Future<T>& future);
 
     // Wraps `fn` in a task (asyncio wraps a coroutine) and runs it to the end.
-    template <class F>
-        requires std::is_invocable_v<std::decay_t<F>&>
+    template <detail::TaskFunction F>
     auto run_until_complete(F&& fn) -> std::invoke_result_t<std::decay_t<F>&>;
 
     // Runs until stop() is called. A stop() before the call makes it run one
@@ -170,14 +173,15 @@ public:
     // Runs fn() in a new task (on a fiber of its own), starting at the next
     // iteration. `name` defaults to "Task-N".
     template <class F>
-    auto create_task(F&& fn, std::string name = {}) -> Task<std::invoke_result_t<std::decay_t<F>&>> {
+    auto create_task(F&& fn, std::string name = {})
+        -> Task<std::invoke_result_t<std::decay_t<F>&>> {
         using R = std::invoke_result_t<std::decay_t<F>&>;
         check_closed();
         if (_debug) {
             check_thread();
         }
-        auto* state = new detail::TaskState<R, std::decay_t<F>>(*this, std::forward<F>(fn),
-                                                                 std::move(name));
+        auto* state =
+            new detail::TaskState<R, std::decay_t<F>>(*this, std::forward<F>(fn), std::move(name));
         Task<R> task(detail::Ref<detail::FutureBase>::adopt(state));
         adopt_new_task(state);
         return task;
@@ -260,7 +264,8 @@ private:
     template <class Rep, class Period>
     int64_t deadline_after(std::chrono::duration<Rep, Period> delay) const {
         using Ns = std::chrono::duration<long double, std::nano>;
-        long double when = static_cast<long double>(now_ns()) + std::chrono::duration_cast<Ns>(delay).count();
+        long double when =
+            static_cast<long double>(now_ns()) + std::chrono::duration_cast<Ns>(delay).count();
         if (std::isnan(when)) {
             throw std::invalid_argument("call_later: delay must not be NaN");
         }
@@ -386,13 +391,13 @@ T EventLoop::run_until_complete(const Future<T>& future) {
     }
 }
 
-template <class F>
-    requires std::is_invocable_v<std::decay_t<F>&>
+template <detail::TaskFunction F>
 auto EventLoop::run_until_complete(F&& fn) -> std::invoke_result_t<std::decay_t<F>&> {
     check_closed();
     check_not_running();
     auto task = create_task(std::forward<F>(fn));
-    return run_until_complete(static_cast<const Future<typename decltype(task)::value_type>&>(task));
+    return run_until_complete(
+        static_cast<const Future<typename decltype(task)::value_type>&>(task));
 }
 
 template <class F>
@@ -403,8 +408,8 @@ auto EventLoop::run_in_executor(Executor* executor, F&& fn)
     check_thread();
     Executor& target = executor != nullptr ? *executor : default_executor();
     auto outcome = std::make_shared<detail::ExecutorOutcome<R>>();
-    Future<R> future(detail::Ref<detail::FutureBase>::adopt(
-        new detail::ExecutorFutureState<R>(*this, outcome)));
+    Future<R> future(
+        detail::Ref<detail::FutureBase>::adopt(new detail::ExecutorFutureState<R>(*this, outcome)));
     // Built here, posted by the worker: the future is only touched on this thread.
     detail::PostedCallback deliver = prepare_posted_callback([future, outcome]() mutable {
         if (future.done()) {

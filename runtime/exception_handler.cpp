@@ -40,7 +40,8 @@ std::map<std::string, std::string> context_fields(const ExceptionContext& contex
 }
 
 std::string format_context(const ExceptionContext& context) {
-    std::string text = context.message.empty() ? "Unhandled exception in event loop" : context.message;
+    std::string text =
+        context.message.empty() ? "Unhandled exception in event loop" : context.message;
     for (const auto& [key, value] : context_fields(context)) {
         text += "\n" + key + ": " + value;
     }

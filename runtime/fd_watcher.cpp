@@ -22,7 +22,11 @@ const Runnable::Ops FdWatcher::runnable_ops{
 };
 
 FdWatcher::FdWatcher(EventLoop& loop, int fd, uint32_t events, Ref<HandleState> handle)
-    : IoCompletion{&FdWatcher::on_poll}, Runnable{&runnable_ops}, _loop(loop), _fd(fd), _events(events),
+    : IoCompletion{&FdWatcher::on_poll},
+      Runnable{&runnable_ops},
+      _loop(loop),
+      _fd(fd),
+      _events(events),
       _handle(std::move(handle)) {
     arm();
 }
@@ -101,8 +105,12 @@ void FdWatcher::destroy_if_idle() noexcept {
 
 }  // namespace detail
 
-void EventLoop::add_reader(int fd, detail::Callback<void()> fn) { set_fd_watcher(fd, false, std::move(fn)); }
-void EventLoop::add_writer(int fd, detail::Callback<void()> fn) { set_fd_watcher(fd, true, std::move(fn)); }
+void EventLoop::add_reader(int fd, detail::Callback<void()> fn) {
+    set_fd_watcher(fd, false, std::move(fn));
+}
+void EventLoop::add_writer(int fd, detail::Callback<void()> fn) {
+    set_fd_watcher(fd, true, std::move(fn));
+}
 bool EventLoop::remove_reader(int fd) { return remove_fd_watcher(fd, false); }
 bool EventLoop::remove_writer(int fd) { return remove_fd_watcher(fd, true); }
 
@@ -123,7 +131,8 @@ void EventLoop::set_fd_watcher(int fd, bool write, detail::Callback<void()> fn) 
         it->second->replace(std::move(handle));
         return;
     }
-    watchers.emplace(fd, new detail::FdWatcher(*this, fd, write ? POLLOUT : POLLIN, std::move(handle)));
+    watchers.emplace(fd,
+                     new detail::FdWatcher(*this, fd, write ? POLLOUT : POLLIN, std::move(handle)));
 }
 
 bool EventLoop::remove_fd_watcher(int fd, bool write) {

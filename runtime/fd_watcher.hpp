@@ -34,10 +34,10 @@ private:
     int _fd;
     uint32_t _events;
     Ref<HandleState> _handle;
-    bool _armed = false;    // a poll is in the kernel
-    bool _queued = false;   // waiting in the ready queue
+    bool _armed = false;   // a poll is in the kernel
+    bool _queued = false;  // waiting in the ready queue
     bool _removed = false;
-    bool _failed = false;   // the poll itself failed (bad fd): not re-armed
+    bool _failed = false;  // the poll itself failed (bad fd): not re-armed
 };
 
 }  // namespace shardloop::detail

@@ -26,9 +26,7 @@ struct EhGlobals {
     unsigned int uncaught;
 };
 
-EhGlobals* eh_globals() noexcept {
-    return reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
-}
+EhGlobals* eh_globals() noexcept { return reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals()); }
 
 void fiber_main(fctx::transfer_t transfer) {
     // Never returns: Fiber::trampoline ends with a jump back to the loop.

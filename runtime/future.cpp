@@ -132,9 +132,8 @@ void FutureBase::finish() {
 uint64_t FutureBase::add_done_callback(DoneCallback callback) {
     uint64_t id = _next_callback_id++;
     if (_state != State::pending) {
-        _loop->call_soon([self = Ref<FutureBase>(this), cb = std::move(callback)]() mutable {
-            cb(*self);
-        });
+        _loop->call_soon(
+            [self = Ref<FutureBase>(this), cb = std::move(callback)]() mutable { cb(*self); });
     } else {
         _callbacks.push_back(CallbackEntry{id, std::move(callback), nullptr});
     }
@@ -142,8 +141,9 @@ uint64_t FutureBase::add_done_callback(DoneCallback callback) {
 }
 
 std::size_t FutureBase::remove_done_callback(uint64_t id) {
-    auto it = std::find_if(_callbacks.begin(), _callbacks.end(),
-                           [id](const CallbackEntry& e) { return e.id == id && e.waiter == nullptr; });
+    auto it = std::find_if(_callbacks.begin(), _callbacks.end(), [id](const CallbackEntry& e) {
+        return e.id == id && e.waiter == nullptr;
+    });
     if (it == _callbacks.end()) {
         return 0;
     }
@@ -165,9 +165,8 @@ void FutureBase::schedule_callbacks() {
         if (entry.waiter != nullptr) {
             _loop->schedule(entry.waiter);  // the queue takes the entry's reference
         } else {
-            _loop->call_soon([self = Ref<FutureBase>(this), cb = std::move(entry.callback)]() mutable {
-                cb(*self);
-            });
+            _loop->call_soon([self = Ref<FutureBase>(this),
+                              cb = std::move(entry.callback)]() mutable { cb(*self); });
         }
     }
 }

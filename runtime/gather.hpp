@@ -60,35 +60,36 @@ void gather_children(Future<Result> outer, bool fail_fast, std::function<void()>
     auto* state = static_cast<GatheringState<Result>*>(outer.state());
     auto shared_finish = std::make_shared<std::function<void()>>(std::move(finish));
     for (AnyFuture& child : state->children) {
-        child.state()->add_done_callback([outer, fail_fast, shared_finish](FutureBase& done) mutable {
-            auto* gathering = static_cast<GatheringState<Result>*>(outer.state());
-            if (outer.done()) {
-                if (!done.cancelled()) {
-                    done.exception();  // mark it retrieved: the outer future reported first
-                }
-                return;
-            }
-            if (fail_fast) {
-                if (done.cancelled()) {
-                    outer.set_exception(CancelledError(done.cancel_message()));
+        child.state()->add_done_callback(
+            [outer, fail_fast, shared_finish](FutureBase& done) mutable {
+                auto* gathering = static_cast<GatheringState<Result>*>(outer.state());
+                if (outer.done()) {
+                    if (!done.cancelled()) {
+                        done.exception();  // mark it retrieved: the outer future reported first
+                    }
                     return;
                 }
-                if (std::exception_ptr error = done.exception()) {
-                    outer.set_exception(error);
+                if (fail_fast) {
+                    if (done.cancelled()) {
+                        outer.set_exception(CancelledError(done.cancel_message()));
+                        return;
+                    }
+                    if (std::exception_ptr error = done.exception()) {
+                        outer.set_exception(error);
+                        return;
+                    }
+                } else if (!done.cancelled()) {
+                    done.exception();  // it is returned, so it counts as retrieved
+                }
+                if (--gathering->remaining != 0) {
                     return;
                 }
-            } else if (!done.cancelled()) {
-                done.exception();  // it is returned, so it counts as retrieved
-            }
-            if (--gathering->remaining != 0) {
-                return;
-            }
-            if (gathering->cancel_requested) {
-                outer.set_exception(CancelledError(gathering->requested_message));
-                return;
-            }
-            (*shared_finish)();
-        });
+                if (gathering->cancel_requested) {
+                    outer.set_exception(CancelledError(gathering->requested_message));
+                    return;
+                }
+                (*shared_finish)();
+            });
     }
 }
 
@@ -135,9 +136,8 @@ Future<std::vector<Future<T>>> gather(std::vector<Future<T>> children, ReturnExc
         outer.set_result(Result{});
         return outer;
     }
-    detail::gather_children<Result>(outer, false, [outer, children]() mutable {
-        outer.set_result(children);
-    });
+    detail::gather_children<Result>(outer, false,
+                                    [outer, children]() mutable { outer.set_result(children); });
     return outer;
 }
 

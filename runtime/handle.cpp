@@ -70,8 +70,8 @@ void HandleState::add_ref() noexcept {
 }
 
 void HandleState::release() noexcept {
-    bool last = threadsafe ? shared(_refs).fetch_sub(1, std::memory_order_acq_rel) == 1
-                           : --_refs == 0;
+    bool last =
+        threadsafe ? shared(_refs).fetch_sub(1, std::memory_order_acq_rel) == 1 : --_refs == 0;
     if (!last) {
         return;
     }

@@ -11,8 +11,8 @@ Executor& EventLoop::default_executor() {
         throw RuntimeError("Executor shutdown has been called");
     }
     if (!_default_executor) {
-        _default_executor = std::make_shared<ThreadPoolExecutor>(
-            ThreadPoolExecutor::Options{.max_workers = std::nullopt, .thread_name_prefix = "shardloop-exec"});
+        _default_executor = std::make_shared<ThreadPoolExecutor>(ThreadPoolExecutor::Options{
+            .max_workers = std::nullopt, .thread_name_prefix = "shardloop-exec"});
     }
     return *_default_executor;
 }
@@ -47,8 +47,9 @@ Future<void> EventLoop::shutdown_default_executor(std::optional<double> timeout)
     if (timeout) {
         TimerHandle timer = call_later(*timeout, [done, seconds = *timeout]() mutable {
             if (!done.done()) {
-                log(LogLevel::warning, "The executor did not finishing joining its threads within " +
-                                           std::to_string(seconds) + " seconds.");
+                log(LogLevel::warning,
+                    "The executor did not finishing joining its threads within " +
+                        std::to_string(seconds) + " seconds.");
                 done.set_result();
             }
         });

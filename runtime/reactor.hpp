@@ -18,19 +18,19 @@ namespace shardloop::detail {
 
 enum class IoOpcode : uint8_t {
     nop,
-    read,        // fd, addr=buffer, len, offset (-1: current position)
-    write,       // fd, addr=buffer, len, offset (-1: current position)
-    recv,        // fd, addr=buffer, len, op_flags=MSG_*; multishot needs select_buffer
-    send,        // fd, addr=buffer, len, op_flags=MSG_*
-    recvmsg,     // fd, addr=msghdr*, op_flags=MSG_*
-    sendmsg,     // fd, addr=msghdr*, op_flags=MSG_*
-    accept,      // fd, addr=sockaddr*, addr2=socklen_t*, op_flags=accept4 flags
-    connect,     // fd, addr=sockaddr*, len=socklen
-    close,       // fd
-    shutdown,    // fd, op_flags=how
-    poll_add,    // fd, op_flags=poll mask (POLLIN...)
-    timeout,     // offset=relative nanoseconds; completes -ETIME when it fires
-    splice,      // fd=in, offset=in offset (-1: none), fd_out, offset_out, len, op_flags=SPLICE_F_*
+    read,      // fd, addr=buffer, len, offset (-1: current position)
+    write,     // fd, addr=buffer, len, offset (-1: current position)
+    recv,      // fd, addr=buffer, len, op_flags=MSG_*; multishot needs select_buffer
+    send,      // fd, addr=buffer, len, op_flags=MSG_*
+    recvmsg,   // fd, addr=msghdr*, op_flags=MSG_*
+    sendmsg,   // fd, addr=msghdr*, op_flags=MSG_*
+    accept,    // fd, addr=sockaddr*, addr2=socklen_t*, op_flags=accept4 flags
+    connect,   // fd, addr=sockaddr*, len=socklen
+    close,     // fd
+    shutdown,  // fd, op_flags=how
+    poll_add,  // fd, op_flags=poll mask (POLLIN...)
+    timeout,   // offset=relative nanoseconds; completes -ETIME when it fires
+    splice,    // fd=in, offset=in offset (-1: none), fd_out, offset_out, len, op_flags=SPLICE_F_*
 };
 
 // One operation, described as data. The backend turns it into exactly one
@@ -55,8 +55,7 @@ struct IoRequest {
     static IoRequest read(int fd, void* buf, uint32_t len, uint64_t offset = UINT64_MAX) {
         return {.opcode = IoOpcode::read, .fd = fd, .addr = buf, .len = len, .offset = offset};
     }
-    static IoRequest write(int fd, const void* buf, uint32_t len,
-                           uint64_t offset = UINT64_MAX) {
+    static IoRequest write(int fd, const void* buf, uint32_t len, uint64_t offset = UINT64_MAX) {
         return {.opcode = IoOpcode::write,
                 .fd = fd,
                 .addr = const_cast<void*>(buf),

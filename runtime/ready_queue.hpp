@@ -13,7 +13,8 @@ namespace shardloop::detail {
 
 class ReadyQueue {
 public:
-    ReadyQueue() : _slots(std::make_unique<Runnable*[]>(initial_capacity)), _mask(initial_capacity - 1) {}
+    ReadyQueue()
+        : _slots(std::make_unique<Runnable*[]>(initial_capacity)), _mask(initial_capacity - 1) {}
 
     bool empty() const noexcept { return _head == _tail; }
     std::size_t size() const noexcept { return _tail - _head; }

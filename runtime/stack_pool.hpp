@@ -10,9 +10,9 @@
 namespace shardloop::detail {
 
 struct FiberStack {
-    void* base = nullptr;     // lowest address of the mapping (the guard page)
-    std::size_t size = 0;     // the whole mapping, guard page included
-    std::size_t guard = 0;    // bytes of guard at `base`
+    void* base = nullptr;   // lowest address of the mapping (the guard page)
+    std::size_t size = 0;   // the whole mapping, guard page included
+    std::size_t guard = 0;  // bytes of guard at `base`
 
     void* top() const noexcept { return static_cast<char*>(base) + size; }
     void* bottom() const noexcept { return static_cast<char*>(base) + guard; }

@@ -67,7 +67,7 @@ public:
     TaskBase* registry_next = nullptr;
 
 protected:
-    virtual void run_body() = 0;          // in the fiber: run the function, store its value
+    virtual void run_body() = 0;            // in the fiber: run the function, store its value
     virtual void drop_body() noexcept = 0;  // destroy the function without running it
     const char* unretrieved_message() const noexcept override;
 

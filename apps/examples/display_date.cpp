@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <functional>
-
 #include <shardloop.hpp>
 
 // Prints the local date and time the way Python's datetime.datetime.now()

@@ -21,9 +21,8 @@
 // with run_in_executor.
 
 #include <cstdio>
-#include <string>
-
 #include <shardloop.hpp>
+#include <string>
 
 using shardloop::await;
 

@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <functional>
-
 #include <shardloop.hpp>
 
 // A callback to print "Hello World" and stop the event loop.

@@ -23,8 +23,6 @@ std::size_t open_fd_count() {
 
 FdLeakCheck::FdLeakCheck() : _before(open_fd_count()) {}
 
-FdLeakCheck::~FdLeakCheck() {
-    EXPECT_EQ(open_fd_count(), _before) << "file descriptors leaked";
-}
+FdLeakCheck::~FdLeakCheck() { EXPECT_EQ(open_fd_count(), _before) << "file descriptors leaked"; }
 
 }  // namespace shardloop::testing
