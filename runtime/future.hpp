@@ -179,7 +179,6 @@ public:
     Future() = default;
     explicit Future(detail::Ref<detail::FutureBase> state) : _state(std::move(state)) {}
 
-    // clang-format off: clang-format 14 mangles requires-clauses.
     // The result. Throws the future's exception, CancelledError when it was
     // cancelled, or InvalidStateError("Result is not set.") while pending.
     const detail::StoredValue<T>& result() const requires(!std::is_void_v<T>) {
@@ -187,7 +186,6 @@ public:
         return *detail::value_slot_of<T>(*_state);
     }
     void result() const requires std::is_void_v<T> { _state->check_result(); }
-    // clang-format on
 
     // The exception (null when there is a value). Throws CancelledError when
     // cancelled, InvalidStateError("Exception is not set.") while pending.
@@ -212,7 +210,6 @@ public:
     // Removes the callback added with `id`; returns how many were removed.
     std::size_t remove_done_callback(uint64_t id) { return _state->remove_done_callback(id); }
 
-    // clang-format off: clang-format 14 mangles requires-clauses.
     // Sets the result. Throws InvalidStateError when the future is done.
     template <class U = detail::StoredValue<T>>
     void set_result(U&& value) requires(!std::is_void_v<T>) {
@@ -228,7 +225,6 @@ public:
     void set_exception(E error) requires(!std::is_same_v<std::decay_t<E>, std::exception_ptr>) {
         set_exception(std::make_exception_ptr(std::move(error)));
     }
-    // clang-format on
 
     EventLoop& get_loop() const { return _state->loop(); }
     std::string repr() const { return _state->repr(); }
