@@ -380,15 +380,7 @@ T EventLoop::run_until_complete(const Future<T>& future) {
     if (!future.done()) {
         throw RuntimeError("Event loop stopped before Future completed.");
     }
-    future.state()->check_result();
-    if constexpr (!std::is_void_v<T>) {
-        auto& slot = detail::value_slot_of<T>(*future.state());
-        if constexpr (std::is_copy_constructible_v<T>) {
-            return *slot;
-        } else {
-            return std::move(*slot);
-        }
-    }
+    return detail::take_result<T>(*future.state());
 }
 
 template <detail::TaskFunction F>

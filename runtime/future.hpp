@@ -241,6 +241,22 @@ protected:
 };
 
 namespace detail {
+// What await() and run_until_complete() hand out for a done future: a copy
+// of its result, or the result itself when the type is move-only. Throws
+// what result() throws.
+template <class T>
+T take_result(FutureBase& state) {
+    state.check_result();
+    if constexpr (!std::is_void_v<T>) {
+        auto& slot = value_slot_of<T>(state);
+        if constexpr (std::is_copy_constructible_v<T>) {
+            return *slot;
+        } else {
+            return std::move(*slot);
+        }
+    }
+}
+
 // A done future's result as a value: a copy of it, or std::monostate for void.
 template <class T>
 StoredValue<T> stored_result(const Future<T>& future) {

@@ -44,9 +44,8 @@ public:
 };
 
 template <class Result>
-Future<Result> make_gathering(EventLoop& loop, std::vector<AnyFuture> children,
-                              GatheringState<Result>*& state) {
-    state = new GatheringState<Result>(loop);
+Future<Result> make_gathering(EventLoop& loop, std::vector<AnyFuture> children) {
+    auto* state = new GatheringState<Result>(loop);
     state->children = std::move(children);
     state->remaining = state->children.size();
     return Future<Result>(Ref<FutureBase>::adopt(state));
@@ -93,6 +92,23 @@ void gather_children(Future<Result> outer, bool fail_fast, std::function<void()>
     }
 }
 
+// The two vector forms of gather(): `result_of` turns the done children
+// into the result.
+template <class Result, class T, class ResultOf>
+Future<Result> gather_vector(std::vector<Future<T>> children, EventLoop& loop, bool fail_fast,
+                             ResultOf result_of) {
+    Future<Result> outer =
+        make_gathering<Result>(loop, std::vector<AnyFuture>(children.begin(), children.end()));
+    if (children.empty()) {
+        outer.set_result(Result{});
+        return outer;
+    }
+    gather_children<Result>(outer, fail_fast, [outer, children, result_of]() mutable {
+        outer.set_result(result_of(children));
+    });
+    return outer;
+}
+
 }  // namespace detail
 
 // Every future's result, in order, once all are done. The first exception
@@ -102,22 +118,15 @@ template <class T>
 Future<std::vector<detail::StoredValue<T>>> gather(std::vector<Future<T>> children,
                                                    EventLoop& loop = get_running_loop()) {
     using Result = std::vector<detail::StoredValue<T>>;
-    detail::GatheringState<Result>* state = nullptr;
-    Future<Result> outer = detail::make_gathering<Result>(
-        loop, std::vector<AnyFuture>(children.begin(), children.end()), state);
-    if (children.empty()) {
-        outer.set_result(Result{});
-        return outer;
-    }
-    detail::gather_children<Result>(outer, true, [outer, children]() mutable {
-        Result results;
-        results.reserve(children.size());
-        for (auto& child : children) {
-            results.push_back(detail::stored_result(child));
-        }
-        outer.set_result(std::move(results));
-    });
-    return outer;
+    return detail::gather_vector<Result>(std::move(children), loop, true,
+                                         [](std::vector<Future<T>>& done) {
+                                             Result results;
+                                             results.reserve(done.size());
+                                             for (auto& child : done) {
+                                                 results.push_back(detail::stored_result(child));
+                                             }
+                                             return results;
+                                         });
 }
 
 // The futures themselves, each done, once all are done: asyncio's
@@ -128,17 +137,8 @@ inline constexpr ReturnExceptions return_exceptions{};
 template <class T>
 Future<std::vector<Future<T>>> gather(std::vector<Future<T>> children, ReturnExceptions,
                                       EventLoop& loop = get_running_loop()) {
-    using Result = std::vector<Future<T>>;
-    detail::GatheringState<Result>* state = nullptr;
-    Future<Result> outer = detail::make_gathering<Result>(
-        loop, std::vector<AnyFuture>(children.begin(), children.end()), state);
-    if (children.empty()) {
-        outer.set_result(Result{});
-        return outer;
-    }
-    detail::gather_children<Result>(outer, false,
-                                    [outer, children]() mutable { outer.set_result(children); });
-    return outer;
+    return detail::gather_vector<std::vector<Future<T>>>(
+        std::move(children), loop, false, [](std::vector<Future<T>>& done) { return done; });
 }
 
 // Futures of different types: a future of the tuple of their results.
@@ -147,9 +147,8 @@ Future<std::tuple<detail::StoredValue<Ts>...>> gather(Future<Ts>... children) {
     using Result = std::tuple<detail::StoredValue<Ts>...>;
     static_assert(sizeof...(Ts) > 0, "gather() needs at least one future");
     EventLoop& loop = std::get<0>(std::tie(children...)).get_loop();
-    detail::GatheringState<Result>* state = nullptr;
     Future<Result> outer =
-        detail::make_gathering<Result>(loop, std::vector<AnyFuture>{AnyFuture(children)...}, state);
+        detail::make_gathering<Result>(loop, std::vector<AnyFuture>{AnyFuture(children)...});
     detail::gather_children<Result>(outer, true, [outer, children...]() mutable {
         outer.set_result(Result{detail::stored_result(children)...});
     });

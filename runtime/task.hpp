@@ -182,15 +182,7 @@ T await(const Future<T>& future) {
     if (!future.done()) {
         task->await_future(*future.state());
     }
-    future.state()->check_result();
-    if constexpr (!std::is_void_v<T>) {
-        auto& slot = detail::value_slot_of<T>(*future.state());
-        if constexpr (std::is_copy_constructible_v<T>) {
-            return *slot;
-        } else {
-            return std::move(*slot);  // a move-only result goes to the awaiter
-        }
-    }
+    return detail::take_result<T>(*future.state());
 }
 
 }  // namespace shardloop

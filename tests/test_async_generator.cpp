@@ -19,31 +19,14 @@
 namespace shardloop {
 namespace {
 
+using testing::Report;
+using testing::what_of;
+
 using Gen = AsyncGenerator<int>;
 using Yield = Gen::Yield;
 
-struct Report {
-    std::string message;
-    std::exception_ptr exception;
-    std::string asyncgen;
-};
-
 class AsyncGeneratorTest : public testing::LoopTest {
 protected:
-    // One iteration of the loop (asyncio's test_utils.run_briefly).
-    void run_briefly() {
-        loop->call_soon([this] { loop->stop(); });
-        loop->run_forever();
-    }
-
-    void record_reports() {
-        loop->set_exception_handler([this](EventLoop&, const ExceptionContext& context) {
-            auto it = context.extra.find("asyncgen");
-            reports.push_back(Report{context.message, context.exception,
-                                     it != context.extra.end() ? it->second : ""});
-        });
-    }
-
     // Every value of `gen`, pulled by a task (Python's `[i async for i in gen]`).
     std::vector<int> to_list(Gen gen) {
         auto task = loop->create_task([gen]() mutable {
@@ -69,8 +52,6 @@ protected:
             loop->close();
         }
     }
-
-    std::vector<Report> reports;
 };
 
 // Records its destruction: a RAII object on a generator body's stack.
@@ -79,19 +60,6 @@ struct DestructionProbe {
     ~DestructionProbe() { destroyed = true; }
     bool& destroyed;
 };
-
-std::string what_of(const std::exception_ptr& error) {
-    if (!error) {
-        return "";
-    }
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "<not a std::exception>";
-    }
-}
 
 // ---- Values ----
 

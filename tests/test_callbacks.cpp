@@ -29,22 +29,11 @@
 namespace shardloop {
 namespace {
 
+using testing::expect_throw_with_message;
+
 using namespace std::chrono_literals;
 
 class CallbacksTest : public testing::LoopTest {};
-
-// Fails the test unless `fn` throws E whose what() is exactly `message`.
-template <class E, class F>
-void expect_throw_with_message(F&& fn, const std::string& message) {
-    try {
-        fn();
-        ADD_FAILURE() << "no exception thrown; expected: " << message;
-    } catch (const E& e) {
-        EXPECT_EQ(std::string(e.what()), message);
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "wrong exception type: " << e.what();
-    }
-}
 
 // Stops `loop` from another thread unless disarm() comes within `seconds`,
 // so that a loop that is never woken fails the test instead of hanging it.

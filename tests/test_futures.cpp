@@ -22,62 +22,12 @@
 namespace shardloop {
 namespace {
 
+using testing::cancelled_message;
+using testing::expect_throw_with_message;
+
 // What the loop's exception handler was told, copied out so that no
 // reference to the future outlives the report.
-struct Report {
-    std::string message;
-    std::exception_ptr exception;
-    std::string future_repr;
-    std::string task_repr;
-};
-
-class FuturesTest : public testing::LoopTest {
-protected:
-    // One iteration of the loop (asyncio's test_utils.run_briefly).
-    void run_briefly() {
-        loop->call_soon([this] { loop->stop(); });
-        loop->run_forever();
-    }
-
-    // Routes the loop's exception handler into `reports`.
-    void record_reports() {
-        loop->set_exception_handler([this](EventLoop&, const ExceptionContext& context) {
-            reports.push_back(Report{context.message, context.exception,
-                                     context.future ? context.future.repr() : "",
-                                     context.task ? context.task.repr() : ""});
-        });
-    }
-
-    std::vector<Report> reports;
-};
-
-// Fails the test unless `fn` throws E whose what() is exactly `message`.
-template <class E, class F>
-void expect_throw_with_message(F&& fn, const std::string& message) {
-    try {
-        fn();
-        ADD_FAILURE() << "no exception thrown; expected: " << message;
-    } catch (const E& e) {
-        EXPECT_EQ(std::string(e.what()), message);
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "wrong exception type: " << e.what();
-    }
-}
-
-// The message of the CancelledError that `fn` throws (fails the test if none).
-template <class F>
-std::string cancelled_message(F&& fn) {
-    try {
-        fn();
-    } catch (const CancelledError& e) {
-        return e.message();
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "expected CancelledError, got: " << e.what();
-        return "<wrong exception>";
-    }
-    ADD_FAILURE() << "expected CancelledError, nothing thrown";
-    return "<nothing thrown>";
-}
+class FuturesTest : public testing::LoopTest {};
 
 // ---- State, result, exception ----
 

@@ -18,20 +18,9 @@
 namespace shardloop {
 namespace {
 
-class LifecycleTest : public testing::LoopTest {};
+using testing::expect_throw_with_message;
 
-// Fails the test unless `fn` throws E whose what() is exactly `message`.
-template <class E, class F>
-void expect_throw_with_message(F&& fn, const std::string& message) {
-    try {
-        fn();
-        ADD_FAILURE() << "no exception thrown; expected: " << message;
-    } catch (const E& e) {
-        EXPECT_EQ(std::string(e.what()), message);
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "wrong exception type: " << e.what();
-    }
-}
+class LifecycleTest : public testing::LoopTest {};
 
 // Sets a flag when destroyed: put on a task's stack, it shows the stack unwound.
 struct SetOnDestroy {

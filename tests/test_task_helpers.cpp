@@ -22,27 +22,7 @@
 namespace shardloop {
 namespace {
 
-struct Report {
-    std::string message;
-    std::exception_ptr exception;
-};
-
-class TaskHelpersTest : public testing::LoopTest {
-protected:
-    // One iteration of the loop (asyncio's test_utils.run_briefly).
-    void run_briefly() {
-        loop->call_soon([this] { loop->stop(); });
-        loop->run_forever();
-    }
-
-    void record_reports() {
-        loop->set_exception_handler([this](EventLoop&, const ExceptionContext& context) {
-            reports.push_back(Report{context.message, context.exception});
-        });
-    }
-
-    std::vector<Report> reports;
-};
+class TaskHelpersTest : public testing::LoopTest {};
 
 // A failure raised by a test body (asyncio tests' FooException).
 struct FooError : std::runtime_error {

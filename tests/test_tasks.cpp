@@ -24,60 +24,10 @@
 namespace shardloop {
 namespace {
 
-struct Report {
-    std::string message;
-    std::exception_ptr exception;
-    std::string future_repr;
-    std::string task_repr;
-};
+using testing::cancelled_message;
+using testing::what_of;
 
-class TasksTest : public testing::LoopTest {
-protected:
-    // One iteration of the loop (asyncio's test_utils.run_briefly).
-    void run_briefly() {
-        loop->call_soon([this] { loop->stop(); });
-        loop->run_forever();
-    }
-
-    void record_reports() {
-        loop->set_exception_handler([this](EventLoop&, const ExceptionContext& context) {
-            reports.push_back(Report{context.message, context.exception,
-                                     context.future ? context.future.repr() : "",
-                                     context.task ? context.task.repr() : ""});
-        });
-    }
-
-    std::vector<Report> reports;
-};
-
-// The message of the CancelledError that `fn` throws (fails the test if none).
-template <class F>
-std::string cancelled_message(F&& fn) {
-    try {
-        fn();
-    } catch (const CancelledError& e) {
-        return e.message();
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "expected CancelledError, got: " << e.what();
-        return "<wrong exception>";
-    }
-    ADD_FAILURE() << "expected CancelledError, nothing thrown";
-    return "<nothing thrown>";
-}
-
-// The what() of the exception behind `error` (empty for null).
-std::string what_of(const std::exception_ptr& error) {
-    if (!error) {
-        return "";
-    }
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "<not a std::exception>";
-    }
-}
+class TasksTest : public testing::LoopTest {};
 
 // Records its destruction: a RAII object on a task's stack.
 struct DestructionProbe {

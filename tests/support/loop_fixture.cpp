@@ -36,6 +36,21 @@ void LoopTest::SetUp() {
     loop = new_event_loop();
 }
 
+void LoopTest::run_briefly() {
+    loop->call_soon([this] { loop->stop(); });
+    loop->run_forever();
+}
+
+void LoopTest::record_reports() {
+    loop->set_exception_handler([this](EventLoop&, const ExceptionContext& context) {
+        auto asyncgen = context.extra.find("asyncgen");
+        reports.push_back(Report{context.message, context.exception,
+                                 context.future ? context.future.repr() : "",
+                                 context.task ? context.task.repr() : "",
+                                 asyncgen != context.extra.end() ? asyncgen->second : ""});
+    });
+}
+
 void LoopTest::TearDown() {
     if (loop) {
         EXPECT_FALSE(loop->is_running());
@@ -46,6 +61,19 @@ void LoopTest::TearDown() {
         loop.reset();
     }
     leak_check.reset();  // checks the fd count now that the loop is gone
+}
+
+std::string what_of(const std::exception_ptr& error) {
+    if (!error) {
+        return "";
+    }
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "<not a std::exception>";
+    }
 }
 
 }  // namespace shardloop::testing
