@@ -68,48 +68,6 @@ void Fiber::trampoline_entry(void* caller_context, void* data) {
     self->exit_to_caller();
 }
 
-void Fiber::resume() {
-    // A fiber never changes threads, so the thread's exception globals
-    // found at start() stay valid (and the lookup stays off the hot path).
-    auto* globals = static_cast<EhGlobals*>(_eh_globals);
-    EhGlobals loop_exceptions = *globals;
-    *globals = EhGlobals{_exceptions.caught, _exceptions.uncaught};
-#if defined(SHARDLOOP_ASAN)
-    __sanitizer_start_switch_fiber(&_asan_caller_fake_stack, _stack.bottom(), _stack.usable());
-#endif
-#if defined(SHARDLOOP_TSAN)
-    _tsan_caller = __tsan_get_current_fiber();
-    __tsan_switch_to_fiber(_tsan_fiber, 0);
-#endif
-    fctx::transfer_t back = fctx::jump_fcontext(_context, this);
-#if defined(SHARDLOOP_ASAN)
-    __sanitizer_finish_switch_fiber(_asan_caller_fake_stack, nullptr, nullptr);
-#endif
-    _context = back.fctx;
-    _exceptions = ExceptionState{globals->caught, globals->uncaught};
-    *globals = loop_exceptions;
-#if defined(SHARDLOOP_TSAN)
-    if (_finished) {
-        __tsan_destroy_fiber(_tsan_fiber);
-        _tsan_fiber = nullptr;
-    }
-#endif
-}
-
-void Fiber::suspend() {
-#if defined(SHARDLOOP_ASAN)
-    __sanitizer_start_switch_fiber(&_asan_fake_stack, _caller_stack_bottom, _caller_stack_size);
-#endif
-#if defined(SHARDLOOP_TSAN)
-    __tsan_switch_to_fiber(_tsan_caller, 0);
-#endif
-    fctx::transfer_t back = fctx::jump_fcontext(_caller, nullptr);
-    _caller = back.fctx;
-#if defined(SHARDLOOP_ASAN)
-    __sanitizer_finish_switch_fiber(_asan_fake_stack, &_caller_stack_bottom, &_caller_stack_size);
-#endif
-}
-
 void Fiber::exit_to_caller() {
 #if defined(SHARDLOOP_ASAN)
     // A null fake-stack slot tells ASan this fiber is gone for good.

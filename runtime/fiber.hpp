@@ -14,9 +14,18 @@
 //    inside a catch block does not corrupt `throw;` in another.
 // Switches only go loop -> fiber (resume) and fiber -> loop (suspend).
 
+#include <boost/context/detail/fcontext.hpp>
 #include <cstddef>
 
+#include "runtime/sanitizers.hpp"
 #include "runtime/stack_pool.hpp"
+
+#if defined(SHARDLOOP_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(SHARDLOOP_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace shardloop::detail {
 
@@ -45,6 +54,8 @@ public:
     FiberStack take_stack() noexcept;
 
 private:
+    // The layout of the Itanium C++ ABI's per-thread exception globals
+    // (caughtExceptions, uncaughtExceptions), which libstdc++ and libc++abi share.
     struct ExceptionState {
         void* caught = nullptr;
         unsigned int uncaught = 0;
@@ -76,5 +87,51 @@ private:
     void* _tsan_fiber = nullptr;
     void* _tsan_caller = nullptr;
 };
+
+// Both switches are inline: every call that spans a switch ends in a
+// mispredicted return (the return-stack buffer holds the other context's
+// calls), so the fewer calls around jump_fcontext, the cheaper a switch.
+inline void Fiber::resume() {
+    // A fiber never changes threads, so the thread's exception globals
+    // found at start() stay valid (and the lookup stays off the hot path).
+    auto* globals = static_cast<ExceptionState*>(_eh_globals);
+    ExceptionState loop_exceptions = *globals;
+    *globals = _exceptions;
+#if defined(SHARDLOOP_ASAN)
+    __sanitizer_start_switch_fiber(&_asan_caller_fake_stack, _stack.bottom(), _stack.usable());
+#endif
+#if defined(SHARDLOOP_TSAN)
+    _tsan_caller = __tsan_get_current_fiber();
+    __tsan_switch_to_fiber(_tsan_fiber, 0);
+#endif
+    boost::context::detail::transfer_t back = boost::context::detail::jump_fcontext(_context, this);
+#if defined(SHARDLOOP_ASAN)
+    __sanitizer_finish_switch_fiber(_asan_caller_fake_stack, nullptr, nullptr);
+#endif
+    _context = back.fctx;
+    _exceptions = *globals;
+    *globals = loop_exceptions;
+#if defined(SHARDLOOP_TSAN)
+    if (_finished) {
+        __tsan_destroy_fiber(_tsan_fiber);
+        _tsan_fiber = nullptr;
+    }
+#endif
+}
+
+inline void Fiber::suspend() {
+#if defined(SHARDLOOP_ASAN)
+    __sanitizer_start_switch_fiber(&_asan_fake_stack, _caller_stack_bottom, _caller_stack_size);
+#endif
+#if defined(SHARDLOOP_TSAN)
+    __tsan_switch_to_fiber(_tsan_caller, 0);
+#endif
+    boost::context::detail::transfer_t back =
+        boost::context::detail::jump_fcontext(_caller, nullptr);
+    _caller = back.fctx;
+#if defined(SHARDLOOP_ASAN)
+    __sanitizer_finish_switch_fiber(_asan_fake_stack, &_caller_stack_bottom, &_caller_stack_size);
+#endif
+}
 
 }  // namespace shardloop::detail

@@ -25,6 +25,44 @@ private:
 
 }  // namespace
 
+inline void TaskBase::step() {
+    if (done() || _outcome != Outcome::running) {
+        return;  // finished, or unwound at loop close: a late wake-up finds nothing to run
+    }
+    if (!_fiber.started()) {
+        if (_must_cancel) {
+            // Cancelled before its first step: the function never runs.
+            _must_cancel = false;
+            drop_body();
+            _outcome = Outcome::cancelled;
+            finish_step();
+            return;
+        }
+        try {
+            _fiber.start(_loop->stack_pool().acquire(), &TaskBase::fiber_entry, this);
+        } catch (...) {
+            drop_body();  // no stack for it (ENOMEM): the task fails with that error
+            _outcome = Outcome::threw;
+            _body_exception = std::current_exception();
+            finish_step();
+            return;
+        }
+    }
+    {
+        CurrentTaskScope scope(this);
+        _fiber.resume();
+    }
+    if (_fiber.finished()) {
+        _loop->stack_pool().release(_fiber.take_stack());
+        finish_step();
+    }
+}
+
+inline void TaskBase::suspend() {
+    _fiber.suspend();
+    check_interrupts();
+}
+
 const Runnable::Ops TaskBase::runnable_ops{
     [](Runnable* self) {
         auto* task = static_cast<TaskBase*>(self);
@@ -122,39 +160,6 @@ void TaskBase::schedule_step() {
     _loop->schedule(this);
 }
 
-void TaskBase::step() {
-    if (done() || _outcome != Outcome::running) {
-        return;  // finished, or unwound at loop close: a late wake-up finds nothing to run
-    }
-    if (!_fiber.started()) {
-        if (_must_cancel) {
-            // Cancelled before its first step: the function never runs.
-            _must_cancel = false;
-            drop_body();
-            _outcome = Outcome::cancelled;
-            finish_step();
-            return;
-        }
-        try {
-            _fiber.start(_loop->stack_pool().acquire(), &TaskBase::fiber_entry, this);
-        } catch (...) {
-            drop_body();  // no stack for it (ENOMEM): the task fails with that error
-            _outcome = Outcome::threw;
-            _body_exception = std::current_exception();
-            finish_step();
-            return;
-        }
-    }
-    {
-        CurrentTaskScope scope(this);
-        _fiber.resume();
-    }
-    if (_fiber.finished()) {
-        _loop->stack_pool().release(_fiber.take_stack());
-        finish_step();
-    }
-}
-
 void TaskBase::fiber_entry(void* arg) {
     auto* self = static_cast<TaskBase*>(arg);
     try {
@@ -207,11 +212,6 @@ void TaskBase::check_interrupts() {
         _must_cancel = false;
         throw CancelledError(std::move(_must_cancel_message));
     }
-}
-
-void TaskBase::suspend() {
-    _fiber.suspend();
-    check_interrupts();
 }
 
 void TaskBase::await_future(FutureBase& future) {
