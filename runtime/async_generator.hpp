@@ -115,7 +115,7 @@ public:
         return _closed;
     }
 
-    std::string repr() const override { return "<async_generator " + _runner_name() + ">"; }
+    std::string repr() const override { return "<async_generator " + runner_name() + ">"; }
 
     bool suspended() const noexcept { return _phase == Phase::suspended; }
     bool running() const noexcept { return _phase == Phase::running; }
@@ -126,7 +126,7 @@ public:
 private:
     enum class Phase { created, running, suspended, closed };
 
-    std::string _runner_name() const { return _runner.valid() ? _runner.get_name() : "unstarted"; }
+    std::string runner_name() const { return _runner.valid() ? _runner.get_name() : "unstarted"; }
 
     void yield_value(T value) {
         if (_closing) {

@@ -54,9 +54,9 @@ struct EventLoopOptions {
     // Usable stack per task. AddressSanitizer builds need more room for
     // their redzones, hence the larger default there.
 #if defined(__SANITIZE_ADDRESS__)
-    std::size_t stack_size = 512 * 1024;
+    std::size_t stack_size = std::size_t{512} * 1024;
 #else
-    std::size_t stack_size = 128 * 1024;
+    std::size_t stack_size = std::size_t{128} * 1024;
 #endif
     // Debug mode; unset: on when the environment has SHARDLOOP_DEBUG=1.
     std::optional<bool> debug;
@@ -98,7 +98,9 @@ public:
 
     // Closes the loop: pending callbacks and timers are dropped, pending
     // tasks reported and unwound, fd watchers removed, the default executor
-    // shut down. Idempotent. Throws RuntimeError while the loop runs.
+    // shut down (its threads are joined, so close() waits for the jobs
+    // already given to it; their results are dropped). Idempotent. Throws
+    // RuntimeError while the loop runs.
     void close();
 
     // Closes every async generator that is still alive (aclose), as asyncio

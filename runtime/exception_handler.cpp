@@ -43,7 +43,7 @@ std::string format_context(const ExceptionContext& context) {
     std::string text =
         context.message.empty() ? "Unhandled exception in event loop" : context.message;
     for (const auto& [key, value] : context_fields(context)) {
-        text += "\n" + key + ": " + value;
+        text.append("\n").append(key).append(": ").append(value);
     }
     if (context.exception) {
         text += "\nexception: " + detail::describe_exception(context.exception);

@@ -377,7 +377,9 @@ int IoUringReactor::reap() {
             if (user_data == cancel_user_data || user_data == LIBURING_UDATA_TIMEOUT) {
                 continue;
             }
-            auto* completion = reinterpret_cast<IoCompletion*>(user_data);
+            // user_data is the IoCompletion pointer submit() stored: the cast is the design.
+            auto* completion =
+                reinterpret_cast<IoCompletion*>(user_data);  // NOLINT(performance-no-int-to-ptr)
             if (completion == &_wake_completion) {
                 arm_wake_read();
                 continue;
