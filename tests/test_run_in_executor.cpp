@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "shardloop.hpp"
+#include "support/gate.hpp"
 #include "support/loop_fixture.hpp"
 
 namespace shardloop {
@@ -27,25 +28,7 @@ namespace {
 using namespace std::chrono_literals;
 using shardloop::testing::LoopTest;
 
-// A one-shot gate that executor jobs block on. The wait gives up after ten
-// seconds so that a failing test ends instead of hanging in a join.
-class Gate {
-public:
-    void open() {
-        std::lock_guard lock(_mutex);
-        _open = true;
-        _opened.notify_all();
-    }
-    bool wait() {
-        std::unique_lock lock(_mutex);
-        return _opened.wait_for(lock, 10s, [this] { return _open; });
-    }
-
-private:
-    std::mutex _mutex;
-    std::condition_variable _opened;
-    bool _open = false;
-};
+using shardloop::testing::Gate;
 
 // Polls `condition` for up to ten seconds; only a hang turns into a failure.
 template <class Condition>

@@ -23,6 +23,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/thread_pool_executor.hpp"
+#include "support/gate.hpp"
 #include "support/leak_check.hpp"
 
 namespace shardloop {
@@ -44,25 +45,7 @@ bool eventually(Condition condition) {
     return true;
 }
 
-// A one-shot barrier that jobs block on. The wait gives up after ten seconds
-// so that a failing test ends instead of hanging in the pool's destructor.
-class Gate {
-public:
-    void open() {
-        std::lock_guard lock(_mutex);
-        _open = true;
-        _opened.notify_all();
-    }
-    bool wait() {
-        std::unique_lock lock(_mutex);
-        return _opened.wait_for(lock, 10s, [this] { return _open; });
-    }
-
-private:
-    std::mutex _mutex;
-    std::condition_variable _opened;
-    bool _open = false;
-};
+using shardloop::testing::Gate;
 
 // A move-only job that counts whether it ran or was destroyed unrun, the way
 // run_in_executor's job cancels its future when dropped.
