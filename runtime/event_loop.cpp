@@ -108,6 +108,12 @@ int64_t EventLoop::seconds_to_ns(double seconds, const char* what) {
     return static_cast<int64_t>(ns);
 }
 
+int64_t EventLoop::deadline_after(double delay) const {
+    int64_t delay_ns = seconds_to_ns(delay, "call_later: delay");
+    int64_t now = now_ns();
+    return delay_ns > 0 && now > INT64_MAX - delay_ns ? INT64_MAX : now + delay_ns;
+}
+
 void EventLoop::run_forever() {
     check_closed();
     check_not_running();

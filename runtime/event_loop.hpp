@@ -142,15 +142,12 @@ public:
     // Throws std::invalid_argument when delay is NaN.
     template <class F>
     TimerHandle call_later(double delay, F&& fn) {
-        int64_t delay_ns = seconds_to_ns(delay, "call_later: delay");
-        int64_t now = now_ns();
-        // Saturate rather than overflow for absurd delays.
-        int64_t when = delay_ns > 0 && now > INT64_MAX - delay_ns ? INT64_MAX : now + delay_ns;
-        return call_at_ns(when, detail::Callback<void()>(std::forward<F>(fn)));
+        return call_at_ns(deadline_after(delay), detail::Callback<void()>(std::forward<F>(fn)));
     }
     template <class Rep, class Period, class F>
     TimerHandle call_later(std::chrono::duration<Rep, Period> delay, F&& fn) {
-        return call_at_ns(deadline_after(delay), detail::Callback<void()>(std::forward<F>(fn)));
+        return call_at_ns(deadline_after(std::chrono::duration<double>(delay).count()),
+                          detail::Callback<void()>(std::forward<F>(fn)));
     }
 
     // Runs fn() at loop time `when` (see time()); never earlier.
@@ -261,24 +258,9 @@ private:
     Handle call_soon_threadsafe_callback(detail::Callback<void()> fn);
     TimerHandle call_at_ns(int64_t when_ns, detail::Callback<void()> fn);
     static int64_t seconds_to_ns(double seconds, const char* what);
-    // now + delay in nanoseconds, saturating instead of overflowing; throws
-    // std::invalid_argument for a NaN delay.
-    template <class Rep, class Period>
-    int64_t deadline_after(std::chrono::duration<Rep, Period> delay) const {
-        using Ns = std::chrono::duration<long double, std::nano>;
-        long double when =
-            static_cast<long double>(now_ns()) + std::chrono::duration_cast<Ns>(delay).count();
-        if (std::isnan(when)) {
-            throw std::invalid_argument("call_later: delay must not be NaN");
-        }
-        if (when >= static_cast<long double>(INT64_MAX)) {
-            return INT64_MAX;
-        }
-        if (when <= static_cast<long double>(INT64_MIN)) {
-            return INT64_MIN;
-        }
-        return static_cast<int64_t>(std::ceil(when));
-    }
+    // now + delay (seconds) in nanoseconds, rounded up and saturating
+    // instead of overflowing; throws std::invalid_argument for a NaN delay.
+    int64_t deadline_after(double delay) const;
     void adopt_new_task(detail::TaskBase* task);
     Executor& default_executor();
     void run_once();
