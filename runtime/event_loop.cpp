@@ -97,8 +97,15 @@ int64_t EventLoop::seconds_to_ns(double seconds, const char* what) {
     if (std::isnan(seconds)) {
         throw std::invalid_argument(std::string(what) + " must not be NaN");
     }
-    // Round up: a timer must never fire before the time it was given.
-    double ns = std::ceil(seconds * 1e9);
+    // Round up: a timer must never fire before the time it was given. But
+    // a time that is a whole nanosecond (loop.time() + 10, say) comes out of
+    // the multiplication a few units in the last place off, and rounding
+    // that noise up would move the deadline a whole nanosecond: within a few
+    // ulps of a whole nanosecond, it is that nanosecond.
+    double scaled = seconds * 1e9;
+    double nearest = std::nearbyint(scaled);
+    double noise = 4 * (std::nextafter(std::fabs(scaled), HUGE_VAL) - std::fabs(scaled));
+    double ns = std::fabs(scaled - nearest) <= noise ? nearest : std::ceil(scaled);
     if (ns >= 9.2e18) {
         return INT64_MAX;
     }
