@@ -132,8 +132,7 @@ void FutureBase::finish() {
 uint64_t FutureBase::add_done_callback(DoneCallback callback) {
     uint64_t id = _next_callback_id++;
     if (_state != State::pending) {
-        _loop->call_soon(
-            [self = Ref<FutureBase>(this), cb = std::move(callback)]() mutable { cb(*self); });
+        schedule_callback(std::move(callback));
     } else {
         _callbacks.push_back(CallbackEntry{id, std::move(callback), nullptr});
     }
@@ -156,6 +155,11 @@ void FutureBase::add_waiter(TaskBase* task) {
     _callbacks.push_back(CallbackEntry{0, nullptr, task});
 }
 
+void FutureBase::schedule_callback(DoneCallback callback) {
+    _loop->call_soon(
+        [self = Ref<FutureBase>(this), cb = std::move(callback)]() mutable { cb(*self); });
+}
+
 void FutureBase::schedule_callbacks() {
     // Take the list first: a callback may add or remove others while we go
     // (asyncio copies the list and clears it for the same reason).
@@ -165,8 +169,7 @@ void FutureBase::schedule_callbacks() {
         if (entry.waiter != nullptr) {
             _loop->schedule(entry.waiter);  // the queue takes the entry's reference
         } else {
-            _loop->call_soon([self = Ref<FutureBase>(this),
-                              cb = std::move(entry.callback)]() mutable { cb(*self); });
+            schedule_callback(std::move(entry.callback));
         }
     }
 }

@@ -105,6 +105,8 @@ protected:
     // asyncio's Future.cancel(), without a task's override.
     bool cancel_future(std::string message);
     void schedule_callbacks();
+    // Runs callback(*this) soon, through the loop's call_soon.
+    void schedule_callback(DoneCallback callback);
     // Hook for tasks, whose "never retrieved" message differs.
     virtual const char* unretrieved_message() const noexcept;
 
