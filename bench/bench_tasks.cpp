@@ -42,6 +42,57 @@ void BM_FcontextSwitch(benchmark::State& state) {
 }
 BENCHMARK(BM_FcontextSwitch);
 
+// Baseline for the many-task case: N bare contexts passing the CPU round a
+// ring (the main context starts the round, the last context ends it), each
+// jump carrying the address where the landing side saves the context it
+// left. One iteration = N + 1 switches; with N = 64 the contexts' stacks
+// no longer fit the L1 cache together, as with 64 tasks. "per_switch" is
+// CPU time per switch: the floor for a switch between many tasks.
+void BM_FcontextRing(benchmark::State& state) {
+    const auto count = static_cast<std::size_t>(state.range(0));
+    shardloop::detail::StackPool stacks(64 * 1024);
+    struct Ring {
+        std::vector<fctx::fcontext_t> contexts;  // [count] is the main context
+        std::vector<shardloop::detail::FiberStack> stacks;
+    } ring;
+    ring.contexts.resize(count + 1);
+    struct Hop {
+        Ring* ring;
+        std::size_t from;
+    };
+    for (std::size_t i = 0; i < count; ++i) {
+        ring.stacks.push_back(stacks.acquire());
+        ring.contexts[i] = fctx::make_fcontext(
+            ring.stacks[i].top(), ring.stacks[i].usable(), [](fctx::transfer_t from) {
+                auto hop = *static_cast<Hop*>(from.data);
+                std::size_t self = hop.from == hop.ring->contexts.size() - 1 ? 0 : hop.from + 1;
+                for (;;) {
+                    hop.ring->contexts[hop.from] = from.fctx;
+                    Hop next{hop.ring, self};
+                    std::size_t to = self + 1;  // the main context after the last
+                    from = fctx::jump_fcontext(hop.ring->contexts[to], &next);
+                    hop = *static_cast<Hop*>(from.data);
+                }
+            });
+    }
+    auto round = [&ring, count] {
+        Hop start{&ring, count};
+        fctx::transfer_t back = fctx::jump_fcontext(ring.contexts[0], &start);
+        ring.contexts[static_cast<Hop*>(back.data)->from] = back.fctx;
+    };
+    // The first round only enters each context: every context starts at 0.
+    round();
+    for (auto _ : state) {
+        round();
+    }
+    // The contexts never return; their stacks are simply given back.
+    for (auto& stack : ring.stacks) {
+        stacks.release(stack);
+    }
+    shardloop::bench::report_per_item(state, "per_switch", static_cast<double>(count + 1));
+}
+BENCHMARK(BM_FcontextRing)->Arg(8)->Arg(64);
+
 // The runtime's Fiber, without the loop: resume() + suspend(). Adds to the
 // bare switch what Fiber does at each one (saving and restoring the C++
 // exception globals via __cxa_get_globals). One iteration = two switches.
@@ -62,12 +113,12 @@ void BM_FiberResumeSuspend(benchmark::State& state) {
             }
         },
         &arg);
-    fiber.resume();
+    (void)fiber.resume();
     for (auto _ : state) {
-        fiber.resume();
+        (void)fiber.resume();
     }
     stop = true;
-    fiber.resume();
+    (void)fiber.resume();
     stacks.release(fiber.take_stack());
     shardloop::bench::report_per_item(state, "per_switch", 2);
 }
@@ -91,9 +142,11 @@ void BM_YieldThroughLoop(benchmark::State& state) {
 BENCHMARK(BM_YieldThroughLoop);
 
 // The same with N tasks yielding in turn, as in a loop with work to do: one
-// iteration of the measuring task lets all N run once (N yields, 2N
-// switches), so the loop's fixed per-iteration cost is shared by N tasks.
-// "per_switch" is CPU time per switch.
+// iteration of the measuring task lets all N run once. Each yield hands the
+// CPU straight to the next ready task (one switch), and the last returns
+// to the loop: N + 1 switches and one loop iteration per round, against
+// the N + 1 switches of BM_FcontextRing/N. "per_yield" is CPU time from
+// one task yielding to the next one running.
 void BM_YieldThroughLoopManyTasks(benchmark::State& state) {
     const auto tasks = static_cast<int>(state.range(0));
     EventLoop loop;
@@ -116,9 +169,9 @@ void BM_YieldThroughLoopManyTasks(benchmark::State& state) {
     for (auto& task : others) {
         loop.run_until_complete(task);
     }
-    shardloop::bench::report_per_item(state, "per_switch", 2 * tasks);
+    shardloop::bench::report_per_item(state, "per_yield", tasks);
 }
-BENCHMARK(BM_YieldThroughLoopManyTasks)->Arg(64);
+BENCHMARK(BM_YieldThroughLoopManyTasks)->Arg(8)->Arg(64);
 
 constexpr int tasks_per_iteration = 1000;
 

@@ -200,16 +200,24 @@ void EventLoop::run_once() {
 }
 
 void EventLoop::run_ready_batch() {
-    std::size_t count = _ready.size();
-    if (!_debug) {
-        for (std::size_t i = 0; i < count; ++i) {
-            detail::Runnable* runnable = _ready.pop();
-            runnable->ops->run(runnable);
+    if (_debug) {
+        for (std::size_t count = _ready.size(); count > 0; --count) {
+            run_timed(_ready.pop());
         }
         return;
     }
-    for (std::size_t i = 0; i < count; ++i) {
-        run_timed(_ready.pop());
+    // The count is a member: tasks take runnables of the batch too (see
+    // next_in_batch). It is zero again after the batch, even when a
+    // runnable throws.
+    struct EndBatch {
+        std::size_t& left;
+        ~EndBatch() { left = 0; }
+    } end_batch{_batch_left};
+    _batch_left = _ready.size();
+    while (_batch_left != 0) {
+        --_batch_left;
+        detail::Runnable* runnable = _ready.pop();
+        runnable->ops->run(runnable);
     }
 }
 

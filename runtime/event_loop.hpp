@@ -238,6 +238,33 @@ public:
     detail::StackPool& stack_pool() noexcept { return _stacks; }
     // Queues a runnable for the next batch; the queue takes a reference.
     void schedule(detail::Runnable* runnable) { _ready.push(runnable); }
+    // Task handoff: while the loop runs a batch of ready callbacks, a task
+    // that suspends may switch straight into the next runnable of the batch
+    // when that is a task (TaskBase::suspend), saving a trip through the
+    // loop. Null when there is none, or outside a batch, or when handoff is
+    // held off (debug mode times each callback; an eager task start must
+    // come back to its caller).
+    detail::Runnable* next_in_batch() const noexcept {
+        return _batch_left != 0 ? _ready.front() : nullptr;
+    }
+    // Takes next_in_batch() off the queue; its reference goes with it.
+    void take_next_in_batch() noexcept {
+        --_batch_left;
+        _ready.pop();
+    }
+    // Holds handoff off for its lifetime.
+    class NoHandoffScope {
+    public:
+        explicit NoHandoffScope(EventLoop& loop) noexcept
+            : _loop(loop), _saved(std::exchange(loop._batch_left, 0)) {}
+        ~NoHandoffScope() { _loop._batch_left = _saved; }
+        NoHandoffScope(const NoHandoffScope&) = delete;
+        NoHandoffScope& operator=(const NoHandoffScope&) = delete;
+
+    private:
+        EventLoop& _loop;
+        std::size_t _saved;
+    };
     // A callback to be posted to this loop later from any thread.
     detail::PostedCallback prepare_posted_callback(detail::Callback<void()> fn);
     // Throws RuntimeError("Event loop is closed") after close().
@@ -276,6 +303,7 @@ private:
     std::shared_ptr<detail::Reactor> _reactor;
     std::shared_ptr<detail::LoopInbox> _inbox;
     detail::ReadyQueue _ready;
+    std::size_t _batch_left = 0;  // runnables of the running batch not yet taken
     detail::TimerQueue _timers;
     detail::StackPool _stacks;
     std::unordered_map<int, detail::FdWatcher*> _readers;

@@ -40,10 +40,7 @@ FutureBase::~FutureBase() {
     }
 }
 
-void FutureBase::release() noexcept {
-    if (--_refs != 0) {
-        return;
-    }
+void FutureBase::release_last() noexcept {
     if (_log_exception) {
         // Resurrect for the report, as asyncio's __del__ hands `self` over.
         _log_exception = false;

@@ -57,7 +57,11 @@ public:
     // Drops a reference. Before the last one goes, an exception that nobody
     // retrieved is reported to the loop's exception handler, as asyncio does
     // when it collects such a future.
-    void release() noexcept;
+    void release() noexcept {
+        if (--_refs == 0) {
+            release_last();
+        }
+    }
 
     EventLoop& loop() const noexcept { return *_loop; }
     State state() const noexcept { return _state; }
@@ -107,6 +111,8 @@ protected:
     void schedule_callbacks();
     // Runs callback(*this) soon, through the loop's call_soon.
     void schedule_callback(DoneCallback callback);
+    // The last reference went: reports an unretrieved exception, then frees.
+    void release_last() noexcept;
     // Hook for tasks, whose "never retrieved" message differs.
     virtual const char* unretrieved_message() const noexcept;
 

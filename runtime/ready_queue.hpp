@@ -26,6 +26,7 @@ public:
         _slots[_tail++ & _mask] = item;
     }
 
+    Runnable* front() const noexcept { return _slots[_head & _mask]; }
     Runnable* pop() noexcept { return _slots[_head++ & _mask]; }
 
 private:

@@ -25,9 +25,9 @@ private:
 
 }  // namespace
 
-inline void TaskBase::step() {
+inline TaskBase* TaskBase::step() {
     if (done() || _outcome != Outcome::running) {
-        return;  // finished, or unwound at loop close: a late wake-up finds nothing to run
+        return this;  // finished, or unwound at loop close: a late wake-up finds nothing to run
     }
     if (!_fiber.started()) {
         if (_must_cancel) {
@@ -36,7 +36,7 @@ inline void TaskBase::step() {
             drop_body();
             _outcome = Outcome::cancelled;
             finish_step();
-            return;
+            return this;
         }
         try {
             _fiber.start(_loop->stack_pool().acquire(), &TaskBase::fiber_entry, this);
@@ -45,30 +45,43 @@ inline void TaskBase::step() {
             _outcome = Outcome::threw;
             _body_exception = std::current_exception();
             finish_step();
-            return;
+            return this;
         }
     }
+    TaskBase* returned;
     {
         CurrentTaskScope scope(this);
-        _fiber.resume();
+        (void)_fiber.resume();
+        returned = t_current;  // a handoff made the next task current
     }
-    if (_fiber.finished()) {
-        _loop->stack_pool().release(_fiber.take_stack());
-        finish_step();
+    if (returned->_fiber.finished()) {
+        _loop->stack_pool().release(returned->_fiber.take_stack());
+        returned->finish_step();
     }
+    return returned;
 }
 
 inline void TaskBase::suspend() {
+    Runnable* next = _loop->next_in_batch();
+    if (next != nullptr && next->ops == &runnable_ops) {
+        auto* task = static_cast<TaskBase*>(next);
+        // Only a task whose step would just resume its fiber; the loop
+        // starts, finishes and skips tasks itself.
+        if (task->_fiber.started() && task->_outcome == Outcome::running && !task->done()) {
+            _loop->take_next_in_batch();
+            // This task's step reference goes (it stays alive: whatever
+            // wakes it holds another); the next task's comes with the CPU.
+            FutureBase::release();
+            t_current = task;
+            _fiber.switch_to(task->_fiber);
+            return;
+        }
+    }
     _fiber.suspend();
-    check_interrupts();
 }
 
 const Runnable::Ops TaskBase::runnable_ops{
-    [](Runnable* self) {
-        auto* task = static_cast<TaskBase*>(self);
-        task->step();
-        task->FutureBase::release();
-    },
+    [](Runnable* self) { static_cast<TaskBase*>(self)->step()->FutureBase::release(); },
     [](Runnable* self) { static_cast<TaskBase*>(self)->FutureBase::release(); },
 };
 
@@ -150,12 +163,13 @@ void TaskBase::start_eagerly() {
         return;
     }
     _start_requested = true;
+    // The step comes back here, not into a task the caller never scheduled.
+    EventLoop::NoHandoffScope no_handoff(*_loop);
     FutureBase::add_ref();  // step() may finish the task and drop the loop's reference
-    step();
-    FutureBase::release();
+    step()->FutureBase::release();
 }
 
-void TaskBase::schedule_step() {
+inline void TaskBase::schedule_step() {
     FutureBase::add_ref();
     _loop->schedule(this);
 }
@@ -204,14 +218,12 @@ void TaskBase::finish_step() {
     }
 }
 
-void TaskBase::check_interrupts() {
+void TaskBase::raise_interrupt() {
     if (_unwinding) {
         throw FiberUnwind{};
     }
-    if (_must_cancel) {
-        _must_cancel = false;
-        throw CancelledError(std::move(_must_cancel_message));
-    }
+    _must_cancel = false;
+    throw CancelledError(std::move(_must_cancel_message));
 }
 
 void TaskBase::await_future(FutureBase& future) {
@@ -232,7 +244,7 @@ void TaskBase::await_future(FutureBase& future) {
     if (_must_cancel && future.cancel(_must_cancel_message)) {
         _must_cancel = false;
     }
-    _fiber.suspend();
+    suspend();
     _fut_waiter.reset();
     check_interrupts();
 }
@@ -241,6 +253,7 @@ void TaskBase::yield_now() {
     check_interrupts();
     schedule_step();
     suspend();
+    check_interrupts();
 }
 
 void TaskBase::destroy_pending() {
@@ -250,8 +263,9 @@ void TaskBase::destroy_pending() {
     _loop->call_exception_handler(context);
     if (_fiber.started() && !_fiber.finished()) {
         _unwinding = true;
+        EventLoop::NoHandoffScope no_handoff(*_loop);
         CurrentTaskScope scope(this);
-        _fiber.resume();
+        (void)_fiber.resume();
         if (_fiber.finished()) {
             _loop->stack_pool().release(_fiber.take_stack());
         }

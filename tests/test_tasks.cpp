@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -1022,6 +1023,197 @@ TEST_F(TasksTest, AwaitInsideACatchBlockKeepsEachTasksOwnExceptionForRethrow) {
     EXPECT_EQ(what_of(first.exception()), "first");
     EXPECT_EQ(what_of(second.exception()), "second");
     EXPECT_EQ(current_after_await, (std::vector<std::string>{"second", "first"}));
+    EXPECT_EQ(std::current_exception(), nullptr);
+}
+
+// ---- Handoff: a yielding task switches straight to the next ready task ----
+
+// Tasks yielding, waking each other through a future, scheduling callbacks,
+// a self-rescheduling callback marking the loop's iterations, and a callback
+// that starts a task eagerly in the middle of a batch. Returns what ran, in
+// order.
+std::vector<std::string> run_handoff_scenario(EventLoop& loop) {
+    std::vector<std::string> events;
+    int ticks = 0;
+    Future<void> ticked = loop.create_future<void>();
+    std::function<void()> tick = [&] {
+        events.push_back("tick");
+        if (++ticks < 10) {
+            loop.call_soon(tick);
+        } else {
+            ticked.set_result();
+        }
+    };
+    loop.call_soon(tick);
+    Future<int> handed = loop.create_future<int>();
+    std::vector<Future<void>> tasks;
+    std::function<void()> spawn_eager;
+    auto worker = [&events, &loop, &handed, &spawn_eager](std::string name, int steps) {
+        return [&events, &loop, &handed, &spawn_eager, name, steps] {
+            for (int i = 0; i < steps; ++i) {
+                events.push_back(name + std::to_string(i));
+                if (name == "a" && i == 0) {
+                    // Runs in the next batch, ahead of the tasks that yield now.
+                    loop.call_soon(spawn_eager);
+                }
+                if (i == 1) {
+                    loop.call_soon([&events, name] { events.push_back("cb-" + name); });
+                }
+                if (name == "b" && i == 2) {
+                    handed.set_result(42);
+                }
+                yield_now();
+            }
+            events.push_back(name + "-end");
+        };
+    };
+    spawn_eager = [&] {
+        set_eager_factory(loop);
+        tasks.push_back(loop.create_task(worker("e", 2)));
+        loop.set_task_factory(nullptr);
+        events.push_back("after-eager-start");
+    };
+    tasks.push_back(loop.create_task(worker("a", 4)));
+    tasks.push_back(loop.create_task(worker("b", 3)));
+    tasks.push_back(loop.create_task([&events, &handed] {
+        events.push_back("d-waits");
+        events.push_back("d-got" + std::to_string(await(handed)));
+    }));
+    tasks.push_back(loop.create_task(worker("c", 5)));
+    std::vector<Future<void>> first_tasks = tasks;
+    loop.run_until_complete(gather(first_tasks, loop));
+    loop.run_until_complete(tasks.back());  // e
+    loop.run_until_complete(ticked);
+    return events;
+}
+
+TEST_F(TasksTest, HandoffKeepsTheOrderOfALoopWithoutIt) {
+    // Debug mode times every callback, so it never hands off: its order is
+    // the plain asyncio order of one ready queue.
+    loop->set_debug(true);
+    std::vector<std::string> reference = run_handoff_scenario(*loop);
+    loop->set_debug(false);
+    std::vector<std::string> with_handoff = run_handoff_scenario(*loop);
+    EXPECT_EQ(with_handoff, reference);
+    // The eager step comes back to the callback that started it before
+    // anything else of the batch runs.
+    auto eager = std::find(reference.begin(), reference.end(), "e0");
+    ASSERT_NE(eager, reference.end());
+    EXPECT_EQ(*(eager + 1), "after-eager-start");
+    EXPECT_EQ(std::count(reference.begin(), reference.end(), "tick"), 10);
+}
+
+TEST_F(TasksTest, ATaskYieldingTwiceInARowRunsOncePerIteration) {
+    // Two tasks alone: a hands to b, b's yield finds the batch over and goes
+    // back to the loop; neither runs twice in one iteration.
+    std::vector<std::string> events;
+    auto worker = [&events](std::string name) {
+        return [&events, name] {
+            for (int i = 0; i < 3; ++i) {
+                events.push_back(name);
+                yield_now();
+            }
+        };
+    };
+    int ticks = 0;
+    std::function<void()> tick = [&] {
+        events.push_back("|");
+        if (++ticks < 3) {
+            loop->call_soon(tick);
+        }
+    };
+    auto a = loop->create_task(worker("a"));
+    auto b = loop->create_task(worker("b"));
+    loop->call_soon(tick);
+    loop->run_until_complete(gather(std::vector<Future<void>>{a, b}, *loop));
+    EXPECT_EQ(events, (std::vector<std::string>{"a", "b", "|", "a", "b", "|", "a", "b", "|"}));
+}
+
+TEST_F(TasksTest, TaskCancelledJustBeforeItIsHandedTheCpuThrowsAtItsYield) {
+    std::vector<std::string> events;
+    Task<void> victim;
+    auto killer = loop->create_task([&] {
+        yield_now();  // both tasks are past their first step
+        victim.cancel("handed over cancelled");
+        events.push_back("killer yields");
+        yield_now();
+        events.push_back("killer resumes");
+    });
+    victim = loop->create_task([&] {
+        try {
+            for (;;) {
+                yield_now();
+                events.push_back("victim ran");
+            }
+        } catch (const CancelledError& e) {
+            events.push_back(std::string("victim cancelled: ") + e.what());
+            throw;
+        }
+    });
+    loop->run_until_complete(killer);
+    run_until([&] { return victim.done(); });
+    EXPECT_TRUE(victim.cancelled());
+    // The victim never got past the yield it was parked at.
+    EXPECT_EQ(events,
+              (std::vector<std::string>{"killer yields", "victim cancelled: handed over cancelled",
+                                        "killer resumes"}));
+}
+
+TEST_F(TasksTest, TaskFinishingRightAfterBeingHandedTheCpuIsCompletedAndFreed) {
+    bool captured_destroyed = false;
+    int finished = 0;
+    auto leader = loop->create_task([&] {
+        yield_now();
+        yield_now();  // hands the CPU to the follower, which returns
+        yield_now();
+    });
+    {
+        // Discarded at once: only the loop holds the follower.
+        auto probe = std::make_shared<DestructionProbe>(captured_destroyed);
+        loop->create_task([&finished, probe] {
+            yield_now();
+            ++finished;
+        });
+    }
+    loop->run_until_complete(leader);
+    EXPECT_EQ(finished, 1);
+    EXPECT_TRUE(captured_destroyed) << "the finished follower was not freed";
+    EXPECT_EQ(loop->live_task_count(), 0U);
+}
+
+TEST_F(TasksTest, YieldInsideACatchBlockKeepsEachTasksOwnExceptionAcrossHandoffs) {
+    std::vector<std::string> seen;
+    auto body = [&seen](std::string name) {
+        return [&seen, name] {
+            try {
+                throw TaskFailure(name);
+            } catch (...) {
+                for (int i = 0; i < 3; ++i) {
+                    yield_now();
+                    seen.push_back(name + ":" + what_of(std::current_exception()));
+                }
+                throw;
+            }
+        };
+    };
+    auto first = loop->create_task(body("first"));
+    auto second = loop->create_task(body("second"));
+    auto plain = loop->create_task([&seen] {
+        for (int i = 0; i < 3; ++i) {
+            yield_now();
+            seen.push_back(std::string("plain:") +
+                           (std::current_exception() ? "exception" : "none"));
+        }
+    });
+    loop->run_until_complete(
+        gather(std::vector<Future<void>>{first, second, plain}, return_exceptions, *loop));
+    EXPECT_EQ(what_of(first.exception()), "first");
+    EXPECT_EQ(what_of(second.exception()), "second");
+    std::vector<std::string> expected;
+    for (int i = 0; i < 3; ++i) {
+        expected.insert(expected.end(), {"first:first", "second:second", "plain:none"});
+    }
+    EXPECT_EQ(seen, expected);
     EXPECT_EQ(std::current_exception(), nullptr);
 }
 
