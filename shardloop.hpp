@@ -3,6 +3,12 @@
 // shardloop: asyncio's low-level event-loop API for C++, one loop per core
 // over io_uring. This header includes every public part.
 
+#include "net/address.hpp"
+#include "net/dns.hpp"
+#include "net/net_options.hpp"
+#include "net/protocols.hpp"
+#include "net/server.hpp"
+#include "net/transports.hpp"
 #include "policy/event_loop_policy.hpp"
 #include "runtime/async_generator.hpp"
 #include "runtime/errors.hpp"

@@ -3,9 +3,11 @@
 // The exceptions of the asyncio-facing API, and the one place where a
 // negative errno from below becomes an exception.
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace shardloop {
 
@@ -50,6 +52,17 @@ public:
 class SendfileNotAvailableError : public RuntimeError {
 public:
     using RuntimeError::RuntimeError;
+};
+
+// Python's ExceptionGroup: several errors at once (create_connection with
+// all_errors). what() lists theirs.
+class ExceptionGroup : public std::runtime_error {
+public:
+    ExceptionGroup(const std::string& message, std::vector<std::exception_ptr> exceptions);
+    const std::vector<std::exception_ptr>& exceptions() const noexcept { return _exceptions; }
+
+private:
+    std::vector<std::exception_ptr> _exceptions;
 };
 
 namespace detail {

@@ -263,6 +263,9 @@ void EventLoop::close() {
     // their unwinding runs may use it.
     drop_pending_tasks();
     close_fd_watchers();
+    if (_net) {
+        _net->close();  // transports still open are aborted; their operations cancelled
+    }
     _closed = true;
     _inbox->closed.store(true, std::memory_order_release);
     _executor_shutdown_called = true;

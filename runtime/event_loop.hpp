@@ -14,12 +14,14 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "runtime/callback.hpp"
 #include "runtime/exception_context.hpp"
@@ -35,9 +37,43 @@
 
 namespace shardloop {
 
+// The I/O layer's types (net/); runtime/ only names them.
+class BaseProtocol;
+class BaseTransport;
+class Transport;
+class ReadTransport;
+class WriteTransport;
+class DatagramTransport;
+class Server;
+class SocketAddress;
+struct AddrInfo;
+struct AddrInfoHints;
+struct NameInfo;
+struct ConnectionOptions;
+struct ServerOptions;
+struct UnixConnectionOptions;
+struct UnixServerOptions;
+struct DatagramOptions;
+template <class T>
+struct Connection;
+
+// Makes the protocol of each new connection.
+using ProtocolFactory = std::function<std::shared_ptr<BaseProtocol>()>;
+
 namespace detail {
 class FdWatcher;
 class AsyncGenBase;
+
+// Per-loop state of a layer above the core (net/ keeps its buffer ring and
+// transport registry here), destroyed with the loop before its reactor.
+class LoopExtension {
+public:
+    virtual ~LoopExtension() = default;
+    // At close(): the layer lets go of what it holds in the kernel.
+    virtual void close() noexcept {}
+    // add_reader / add_writer refuse an fd a transport owns (RuntimeError).
+    virtual void ensure_fd_no_transport(int fd) const { (void)fd; }
+};
 
 // A function a task can run: callable with no arguments.
 template <class F>
@@ -202,6 +238,75 @@ public:
     void add_writer(int fd, detail::Callback<void()> fn);
     bool remove_writer(int fd);
 
+    // ---- DNS (net/dns.cpp) ----
+
+    // The libc resolver, run on the default executor. A port may be a
+    // number or a service name; an empty host means none (Python's None).
+    // Fails with GaiError.
+    Future<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port);
+    Future<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port,
+                                              AddrInfoHints hints);
+    Future<NameInfo> getnameinfo(SocketAddress address, int flags = 0);
+
+    // ---- Working with sockets directly (net/sock_ops.cpp) ----
+    // Each waits for readiness through the reactor and does the call then,
+    // as asyncio does: cancelling the future leaves the socket usable and
+    // loses nothing it received. The socket must be non-blocking, and not
+    // owned by a transport (RuntimeError names the transport).
+
+    Future<std::string> sock_recv(int fd, std::size_t nbytes);
+    // `buffer` must stay valid until the future is done.
+    Future<std::size_t> sock_recv_into(int fd, std::span<char> buffer);
+    Future<std::pair<std::string, SocketAddress>> sock_recvfrom(int fd, std::size_t bufsize);
+    Future<std::pair<std::size_t, SocketAddress>> sock_recvfrom_into(int fd,
+                                                                     std::span<char> buffer);
+    Future<void> sock_sendall(int fd, std::string data);
+    Future<std::size_t> sock_sendto(int fd, std::string data, SocketAddress to);
+    Future<void> sock_connect(int fd, SocketAddress to);
+    // Resolves `host` first (a name needs getaddrinfo), as asyncio does.
+    Future<void> sock_connect(int fd, std::string host, uint16_t port);
+    // The accepted socket (non-blocking, close-on-exec) and its peer.
+    Future<std::pair<int, SocketAddress>> sock_accept(int fd);
+    // Sends `count` bytes of `file` from `offset` (all of it: nullopt) with
+    // sendfile(2); with `fallback`, reads and sends where that is refused.
+    Future<std::size_t> sock_sendfile(int fd, int file, uint64_t offset = 0,
+                                      std::optional<std::size_t> count = std::nullopt,
+                                      bool fallback = true);
+
+    // ---- Streams, servers and endpoints (net/) ----
+
+    Future<Connection<Transport>> create_connection(ProtocolFactory factory, std::string host,
+                                                    uint16_t port);
+    Future<Connection<Transport>> create_connection(ProtocolFactory factory, std::string host,
+                                                    uint16_t port, ConnectionOptions options);
+    // An empty host listens on every interface (IPv4 and IPv6).
+    Future<std::shared_ptr<Server>> create_server(ProtocolFactory factory, std::string host,
+                                                  uint16_t port);
+    Future<std::shared_ptr<Server>> create_server(ProtocolFactory factory, std::string host,
+                                                  uint16_t port, ServerOptions options);
+    Future<std::shared_ptr<Server>> create_server(ProtocolFactory factory,
+                                                  std::vector<std::string> hosts, uint16_t port,
+                                                  ServerOptions options);
+    Future<Connection<Transport>> create_unix_connection(ProtocolFactory factory, std::string path);
+    Future<Connection<Transport>> create_unix_connection(ProtocolFactory factory, std::string path,
+                                                         UnixConnectionOptions options);
+    Future<std::shared_ptr<Server>> create_unix_server(ProtocolFactory factory, std::string path);
+    Future<std::shared_ptr<Server>> create_unix_server(ProtocolFactory factory, std::string path,
+                                                       UnixServerOptions options);
+    // Wraps a connected stream socket (from accept() elsewhere) in a transport.
+    Future<Connection<Transport>> connect_accepted_socket(ProtocolFactory factory, int sock);
+    Future<Connection<DatagramTransport>> create_datagram_endpoint(ProtocolFactory factory,
+                                                                   DatagramOptions options);
+    Future<Connection<ReadTransport>> connect_read_pipe(ProtocolFactory factory, int fd);
+    Future<Connection<WriteTransport>> connect_write_pipe(ProtocolFactory factory, int fd);
+    // Sends a file over a stream transport: splice from the file without a
+    // copy where it can; with `fallback`, reads and writes where it cannot.
+    // transport.write() is refused while it runs.
+    Future<std::size_t> sendfile(std::shared_ptr<Transport> transport, int file,
+                                 uint64_t offset = 0,
+                                 std::optional<std::size_t> count = std::nullopt,
+                                 bool fallback = true);
+
     // ---- Executing code in thread pools ----
 
     // Runs fn() on `executor` (nullptr: the default executor, a
@@ -279,6 +384,8 @@ public:
     void register_asyncgen(detail::AsyncGenBase* gen);
     void unregister_asyncgen(detail::AsyncGenBase* gen);
     void unregister_task(detail::TaskBase* task) noexcept;
+    // The I/O layer's per-loop state, created on first use by that layer.
+    std::unique_ptr<detail::LoopExtension>& net_extension() noexcept { return _net; }
 
 private:
     Handle call_soon_callback(detail::Callback<void()> fn);
@@ -301,6 +408,7 @@ private:
     void check_not_running() const;
 
     std::shared_ptr<detail::Reactor> _reactor;
+    std::unique_ptr<detail::LoopExtension> _net;  // after the reactor: destroyed before it
     std::shared_ptr<detail::LoopInbox> _inbox;
     detail::ReadyQueue _ready;
     std::size_t _batch_left = 0;  // runnables of the running batch not yet taken

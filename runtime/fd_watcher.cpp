@@ -122,6 +122,9 @@ void EventLoop::set_fd_watcher(int fd, bool write, detail::Callback<void()> fn) 
     if (fd < 0) {
         throw std::invalid_argument("Invalid file descriptor: " + std::to_string(fd));
     }
+    if (_net) {
+        _net->ensure_fd_no_transport(fd);
+    }
     auto* state = new (detail::BlockCache<sizeof(detail::HandleState)>::allocate())
         detail::HandleState(this, std::move(fn), false);
     auto handle = detail::Ref<detail::HandleState>::adopt(state);
@@ -141,6 +144,9 @@ bool EventLoop::remove_fd_watcher(int fd, bool write) {
     }
     if (_debug) {
         check_thread();
+    }
+    if (_net) {
+        _net->ensure_fd_no_transport(fd);
     }
     auto& watchers = write ? _writers : _readers;
     auto it = watchers.find(fd);

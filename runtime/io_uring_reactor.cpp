@@ -19,12 +19,14 @@
 #include <liburing.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cassert>
 #include <cerrno>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -97,6 +99,78 @@ struct UniqueFd {
     }
 };
 
+// The ring's entries and the buffers are one mapping each, so that they are
+// page-aligned (the kernel requires it of the entries) and given back whole.
+class IoUringBufferRing final : public BufferRing {
+public:
+    IoUringBufferRing(io_uring* ring, uint16_t group, uint16_t count, uint32_t size)
+        : _ring(ring), _group(group), _count(count), _size(size) {
+        if (count == 0 || (count & (count - 1)) != 0 || size == 0) {
+            throw std::invalid_argument("buffer ring: count must be a power of two, size > 0");
+        }
+        _entries_bytes = sizeof(io_uring_buf) * count;
+        _buffers_bytes = static_cast<std::size_t>(count) * size;
+        void* entries = ::mmap(nullptr, _entries_bytes, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (entries == MAP_FAILED) {
+            throw_errno(-errno, "mmap (buffer ring)");
+        }
+        _entries = static_cast<io_uring_buf_ring*>(entries);
+        void* buffers = ::mmap(nullptr, _buffers_bytes, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buffers == MAP_FAILED) {
+            int error = errno;
+            ::munmap(_entries, _entries_bytes);
+            throw_errno(-error, "mmap (receive buffers)");
+        }
+        _buffers = static_cast<char*>(buffers);
+        io_uring_buf_reg registration{};
+        registration.ring_addr = reinterpret_cast<uintptr_t>(_entries);
+        registration.ring_entries = count;
+        registration.bgid = group;
+        if (int rc = io_uring_register_buf_ring(_ring, &registration, 0); rc < 0) {
+            ::munmap(_buffers, _buffers_bytes);
+            ::munmap(_entries, _entries_bytes);
+            throw_errno(rc, "io_uring_register_buf_ring (Linux 5.19+)");
+        }
+        io_uring_buf_ring_init(_entries);
+        int mask = io_uring_buf_ring_mask(count);
+        for (uint16_t id = 0; id < count; ++id) {
+            io_uring_buf_ring_add(_entries, buffer(id), size, id, mask, id);
+        }
+        io_uring_buf_ring_advance(_entries, count);
+    }
+
+    ~IoUringBufferRing() override {
+        io_uring_unregister_buf_ring(_ring, _group);
+        ::munmap(_buffers, _buffers_bytes);
+        ::munmap(_entries, _entries_bytes);
+    }
+
+    IoUringBufferRing(const IoUringBufferRing&) = delete;
+    IoUringBufferRing& operator=(const IoUringBufferRing&) = delete;
+
+    uint16_t group() const noexcept override { return _group; }
+    uint32_t buffer_size() const noexcept override { return _size; }
+    char* buffer(uint16_t id) noexcept override {
+        return _buffers + static_cast<std::size_t>(id) * _size;
+    }
+    void recycle(uint16_t id) noexcept override {
+        io_uring_buf_ring_add(_entries, buffer(id), _size, id, io_uring_buf_ring_mask(_count), 0);
+        io_uring_buf_ring_advance(_entries, 1);
+    }
+
+private:
+    io_uring* _ring;
+    uint16_t _group;
+    uint16_t _count;
+    uint32_t _size;
+    io_uring_buf_ring* _entries = nullptr;
+    char* _buffers = nullptr;
+    std::size_t _entries_bytes = 0;
+    std::size_t _buffers_bytes = 0;
+};
+
 class IoUringReactor final : public Reactor {
 public:
     explicit IoUringReactor(const ReactorOptions& options);
@@ -106,6 +180,10 @@ public:
     int wait(std::chrono::nanoseconds timeout) override;
     void wake() override;
     std::size_t in_flight() const override { return _in_flight; }
+    std::unique_ptr<BufferRing> make_buffer_ring(uint16_t group, uint16_t count,
+                                                 uint32_t size) override {
+        return std::make_unique<IoUringBufferRing>(&_ring.ring, group, count, size);
+    }
     std::string name() const override;
 
 private:

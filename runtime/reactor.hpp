@@ -97,6 +97,20 @@ struct ReactorOptions {
     bool single_issuer = true;
 };
 
+// A provided-buffer ring: `count` buffers of `size` bytes that the kernel
+// picks from for operations submitted with select_buffer in its group (a
+// multishot recv takes one per completion and reports its id in the
+// completion's flags). The taker gives each buffer back with recycle() once
+// it is done with the bytes. Loop thread only; the reactor must outlive it.
+class BufferRing {
+public:
+    virtual ~BufferRing() = default;
+    virtual uint16_t group() const noexcept = 0;
+    virtual uint32_t buffer_size() const noexcept = 0;
+    virtual char* buffer(uint16_t id) noexcept = 0;
+    virtual void recycle(uint16_t id) noexcept = 0;
+};
+
 class Reactor {
 public:
     virtual ~Reactor() = default;
@@ -132,6 +146,11 @@ public:
 
     // Operations queued or in flight, not counting the reactor's own.
     virtual std::size_t in_flight() const = 0;
+
+    // Registers a ring of `count` (a power of two) buffers of `size` bytes as
+    // buffer group `group`. Throws std::system_error when the kernel refuses.
+    virtual std::unique_ptr<BufferRing> make_buffer_ring(uint16_t group, uint16_t count,
+                                                         uint32_t size) = 0;
 
     // A short description for logs: backend and the setup flags in use.
     virtual std::string name() const = 0;

@@ -19,6 +19,7 @@ shardloop_install_deps() (
         libssl-dev            # TLS
         libgtest-dev libgmock-dev
         libbenchmark-dev
+        libuv1-dev            # the libuv echo server the echo benchmark compares with
     )
 
     local missing=() pkg

@@ -1,0 +1,54 @@
+#pragma once
+
+// Small socket helpers for the I/O layer: creating non-blocking sockets,
+// options, and an owning fd. Errors throw std::system_error with the errno
+// and the call's name.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "net/address.hpp"
+
+namespace shardloop::detail {
+
+// Owns an fd until release(); closes it otherwise.
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) noexcept : _fd(fd) {}
+    UniqueFd(UniqueFd&& other) noexcept : _fd(std::exchange(other._fd, -1)) {}
+    UniqueFd& operator=(UniqueFd&& other) noexcept {
+        reset(std::exchange(other._fd, -1));
+        return *this;
+    }
+    ~UniqueFd() { reset(); }
+
+    int get() const noexcept { return _fd; }
+    int release() noexcept { return std::exchange(_fd, -1); }
+    void reset(int fd = -1) noexcept {
+        if (_fd >= 0) {
+            ::close(_fd);
+        }
+        _fd = fd;
+    }
+    explicit operator bool() const noexcept { return _fd >= 0; }
+
+private:
+    int _fd = -1;
+};
+
+// socket(2) with SOCK_NONBLOCK | SOCK_CLOEXEC.
+UniqueFd open_socket(int family, int type, int protocol = 0);
+void set_socket_option(int fd, int level, int name, int value, const char* what);
+int get_socket_option(int fd, int level, int name, const char* what);
+// Throws std::invalid_argument naming `what` unless fd is an open,
+// non-blocking socket.
+void check_nonblocking_socket(int fd, const char* what);
+// bind(2); the error names the address ("bind 127.0.0.1:80").
+void bind_socket(int fd, const SocketAddress& address);
+// std::system_error(errno, "<what> <address>").
+[[noreturn]] void throw_socket_error(int error, const char* what, const SocketAddress& address);
+
+}  // namespace shardloop::detail
