@@ -3,6 +3,9 @@
 // The keyword arguments of asyncio's connection, server and endpoint
 // methods, as option structs for designated initialisers:
 //     loop.create_server(factory, "0.0.0.0", 8080, {.reuse_port = true});
+// Every member has an initialiser, even the ones whose default would do:
+// g++ 12 warns (-Wmissing-field-initializers) about a designated
+// initialiser that skips a member without one.
 
 #include <sys/socket.h>
 
@@ -17,7 +20,7 @@ namespace shardloop {
 
 // A (host, port) pair for local_addr / remote_addr; the host may be a name.
 struct HostPort {
-    std::string host;
+    std::string host{};
     uint16_t port = 0;
 };
 
@@ -28,10 +31,10 @@ struct ConnectionOptions {
     // An already created socket (connected or not: asyncio takes a connected
     // one); host and port must then be empty/0. The transport owns it after.
     int sock = -1;
-    std::optional<HostPort> local_addr;
+    std::optional<HostPort> local_addr{};
     // Happy Eyeballs (RFC 8305): start the next address this many seconds
     // after the previous one when it has not connected yet.
-    std::optional<double> happy_eyeballs_delay;
+    std::optional<double> happy_eyeballs_delay{};
     // Reorder addresses by family, this many of the first family first
     // (0: 1 when happy_eyeballs_delay is set, else none).
     int interleave = 0;
@@ -63,8 +66,8 @@ struct UnixServerOptions {
 };
 
 struct DatagramOptions {
-    std::optional<HostPort> local_addr;
-    std::optional<HostPort> remote_addr;
+    std::optional<HostPort> local_addr{};
+    std::optional<HostPort> remote_addr{};
     int family = AF_UNSPEC;
     int proto = 0;
     int flags = 0;

@@ -34,6 +34,10 @@ public:
 
     // The loop's state, created on first use.
     static NetState& of(EventLoop& loop);
+    // The loop's state if it has been created, else null.
+    static NetState* find(EventLoop& loop) noexcept {
+        return static_cast<NetState*>(loop.net_extension().get());
+    }
 
     // The provided buffers stream transports receive into, registered on
     // first use (4096 buffers of 16 KiB; a multishot recv takes one per

@@ -47,7 +47,7 @@ public:
     std::size_t active_count() const noexcept { return _connections.size(); }
 
     // ---- Internals (net/) ----
-    void add_listener(std::unique_ptr<detail::Listener> listener);
+    void add_listener(std::shared_ptr<detail::Listener> listener);
     void start_listeners();
     void attach(detail::StreamTransport* connection);
     void detach(detail::StreamTransport* connection) noexcept;
@@ -64,7 +64,7 @@ private:
     int _backlog;
     bool _serving = false;
     bool _closed = false;
-    std::vector<std::unique_ptr<detail::Listener>> _listeners;
+    std::vector<std::shared_ptr<detail::Listener>> _listeners;
     std::vector<detail::StreamTransport*> _connections;
     std::vector<Future<void>> _closed_waiters;
     std::vector<std::string> _unix_paths;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -92,6 +93,21 @@ public:
     virtual void abort() = 0;
     virtual std::size_t get_write_buffer_size() const = 0;
 };
+
+// connection_made() hands over a BaseTransport; this gives the interface
+// the protocol talks to: a Transport for a stream, a DatagramTransport for
+// an endpoint, a ReadTransport or WriteTransport for a pipe. (BaseTransport
+// is a virtual base, as asyncio's interfaces share it, so static casts do
+// not apply.) Throws std::invalid_argument when the transport is not one.
+template <class T>
+std::shared_ptr<T> transport_cast(const std::shared_ptr<BaseTransport>& transport) {
+    std::shared_ptr<T> result = std::dynamic_pointer_cast<T>(transport);
+    if (!result && transport) {
+        throw std::invalid_argument("transport_cast: " + transport->repr() +
+                                    " does not have the interface asked for");
+    }
+    return result;
+}
 
 // What create_connection and friends complete with.
 template <class T>

@@ -1,0 +1,805 @@
+#include "net/stream_transport.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+#include "net/server.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+
+namespace shardloop::detail {
+
+namespace {
+
+template <class T>
+T* operation_of(IoCompletion* completion) {
+    return reinterpret_cast<T*>(completion);  // the completion is the Operation's first member
+}
+
+std::exception_ptr errno_error(int error, const char* what) {
+    return std::make_exception_ptr(std::system_error(error, std::generic_category(), what));
+}
+
+// asyncio's _FATAL_ERROR_IGNORE: a peer that resets or goes away is not
+// worth the exception handler's attention; the protocol still hears of it.
+bool is_peer_gone(std::exception_ptr error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::system_error& e) {
+        int code = e.code().value();
+        return e.code().category() == std::generic_category() &&
+               (code == ECONNRESET || code == EPIPE || code == ECONNABORTED);
+    } catch (...) {
+        return false;
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<StreamTransport> StreamTransport::start(EventLoop& loop, int fd, Kind kind,
+                                                        std::shared_ptr<BaseProtocol> protocol,
+                                                        Server* server) {
+    auto transport = std::make_shared<StreamTransport>(loop, fd, kind, server);
+    transport->_self = transport;
+    NetState& net = NetState::of(loop);
+    if (kind != Kind::write_pipe) {
+        transport->_ring = &net.receive_buffers();
+    }
+    net.register_transport(fd, transport.get(), transport.get());
+    transport->set_protocol(std::move(protocol));
+    if (kind == Kind::socket) {
+        // Best effort: a socket of another family has no TCP options, and an
+        // unconnected one no peer.
+        transport->_sockname.set_size(SocketAddress::capacity());
+        if (::getsockname(fd, transport->_sockname.data(), transport->_sockname.size_ptr()) != 0) {
+            transport->_sockname = {};
+        }
+        transport->_peername.set_size(SocketAddress::capacity());
+        if (::getpeername(fd, transport->_peername.data(), transport->_peername.size_ptr()) != 0) {
+            transport->_peername = {};
+        }
+        int family = transport->_sockname.family();
+        if (family == AF_INET || family == AF_INET6) {
+            int one = 1;
+            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+    }
+    if (server != nullptr) {
+        server->attach(transport.get());
+    }
+    if (kind == Kind::write_pipe) {
+        transport->submit(transport->_hangup, IoRequest::poll(fd, POLLERR | POLLHUP));
+    }
+    loop.call_soon([transport] { transport->connection_made(); });
+    return transport;
+}
+
+StreamTransport::StreamTransport(EventLoop& loop, int fd, Kind kind, Server* server)
+    : _loop(loop), _fd(fd), _kind(kind), _server(server) {
+    _receive.completion.on_complete = &StreamTransport::on_receive_complete;
+    _receive.owner = this;
+    _send.completion.on_complete = &StreamTransport::on_send_complete;
+    _send.owner = this;
+    _hangup.completion.on_complete = &StreamTransport::on_hangup_complete;
+    _hangup.owner = this;
+    _close.completion.on_complete = &StreamTransport::on_close_complete;
+    _close.owner = this;
+}
+
+StreamTransport::~StreamTransport() = default;
+
+// ---- Operations ----
+
+void StreamTransport::submit(Operation& op, const IoRequest& request) {
+    _loop.reactor().submit(request, &op.completion);
+    op.in_flight = true;
+    ++_operations;
+}
+
+void StreamTransport::retire_operation() noexcept {
+    --_operations;
+    if (_operations == 0 && _lost) {
+        std::shared_ptr<StreamTransport> last = std::move(_self);  // may free this on return
+    }
+}
+
+// ---- Protocol plumbing ----
+
+void StreamTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
+    ProtocolKind before = _protocol_kind;
+    _protocol = std::move(protocol);
+    _buffered = dynamic_cast<BufferedProtocol*>(_protocol.get());
+    _plain = _buffered != nullptr ? nullptr : dynamic_cast<Protocol*>(_protocol.get());
+    _protocol_kind = _buffered != nullptr ? ProtocolKind::buffered
+                     : _plain != nullptr  ? ProtocolKind::plain
+                                          : ProtocolKind::none;
+    if (before != ProtocolKind::none && before != _protocol_kind && _receive.in_flight) {
+        // The receive in flight reads the old way; its completion re-arms.
+        cancel_receive();
+    }
+}
+
+void StreamTransport::connection_made() {
+    if (_lost) {
+        return;
+    }
+    _connection_made = true;
+    try {
+        _protocol->connection_made(shared_from_this());
+    } catch (...) {
+        fatal_error(std::current_exception(),
+                    "Fatal error: protocol.connection_made() call failed.");
+        return;
+    }
+    arm_receive();
+}
+
+void StreamTransport::fatal_error(std::exception_ptr error, const char* message) {
+    if (!is_peer_gone(error)) {
+        ExceptionContext context;
+        context.message = message;
+        context.exception = error;
+        context.transport = this;
+        context.protocol = _protocol.get();
+        _loop.call_exception_handler(context);
+    }
+    force_close(std::move(error));
+}
+
+// ---- Reading ----
+
+bool StreamTransport::is_reading() const {
+    return _kind != Kind::write_pipe && !_reading_paused && !_closing;
+}
+
+void StreamTransport::arm_receive() {
+    if (_receive.in_flight || _closing || _reading_paused || _eof || _lost || !_connection_made ||
+        _kind == Kind::write_pipe) {
+        return;
+    }
+    if (_protocol_kind == ProtocolKind::buffered) {
+        std::span<char> target;
+        try {
+            target = _buffered->get_buffer(0);
+            if (target.empty()) {
+                throw RuntimeError("get_buffer() returned an empty buffer");
+            }
+        } catch (...) {
+            fatal_error(std::current_exception(),
+                        "Fatal error: protocol.get_buffer() call failed.");
+            return;
+        }
+        _buffered_target = target;
+        auto length = static_cast<uint32_t>(std::min<std::size_t>(target.size(), UINT32_MAX));
+        IoRequest request = is_socket() ? IoRequest{.opcode = IoOpcode::recv,
+                                                    .fd = _fd,
+                                                    .addr = target.data(),
+                                                    .len = length}
+                                        : IoRequest::read(_fd, target.data(), length);
+        submit(_receive, request);
+        return;
+    }
+    IoRequest request{.fd = _fd, .select_buffer = true, .buffer_group = _ring->group()};
+    if (is_socket()) {
+        request.opcode = IoOpcode::recv;
+        request.multishot = true;
+    } else {
+        request.opcode = IoOpcode::read;
+        request.len = _ring->buffer_size();
+        request.offset = UINT64_MAX;
+    }
+    submit(_receive, request);
+}
+
+void StreamTransport::cancel_receive() noexcept {
+    if (_receive.in_flight) {
+        _loop.reactor().cancel(&_receive.completion);
+    }
+}
+
+void StreamTransport::on_receive_complete(IoCompletion* self, int result, uint32_t flags) {
+    Operation& op = *operation_of<Operation>(self);
+    StreamTransport& transport = *op.owner;
+    bool final = (flags & io_flags::more) == 0;
+    if (final) {
+        op.in_flight = false;  // so that the handling may re-arm it
+    }
+    transport.handle_receive(result, flags);
+    if (final) {
+        transport.retire_operation();
+    }
+}
+
+void StreamTransport::handle_receive(int result, uint32_t flags) {
+    int buffer_id = (flags & io_flags::buffer) != 0 ? io_flags::buffer_id(flags) : -1;
+    if (_lost) {
+        release_buffer(buffer_id);
+        return;
+    }
+    if (result > 0) {
+        if (buffer_id >= 0) {
+            deliver(std::string_view(_ring->buffer(static_cast<uint16_t>(buffer_id)),
+                                     static_cast<std::size_t>(result)),
+                    buffer_id);
+        } else {
+            deliver_buffered(static_cast<std::size_t>(result));
+        }
+    } else if (result == 0) {
+        release_buffer(buffer_id);
+        handle_eof();
+        return;
+    } else if (result == -ENOBUFS) {
+        // The ring ran dry: other connections hold every buffer for now.
+        // Try again next iteration rather than spin inside this one.
+        _loop.call_soon([self = shared_from_this()] { self->arm_receive(); });
+        return;
+    } else if (result != -ECANCELED) {
+        release_buffer(buffer_id);
+        fatal_error(errno_error(-result, is_socket() ? "recv" : "read"),
+                    "Fatal read error on socket transport");
+        return;
+    }
+    if ((flags & io_flags::more) == 0) {
+        arm_receive();
+    }
+}
+
+void StreamTransport::release_buffer(int buffer_id) noexcept {
+    if (buffer_id >= 0) {
+        _ring->recycle(static_cast<uint16_t>(buffer_id));
+    }
+}
+
+void StreamTransport::deliver(std::string_view data, int buffer_id) {
+    if (_closing || _reading_paused) {
+        // Received before the cancel took effect: closing drops it (asyncio
+        // stops reading at close); a pause keeps it for resume_reading().
+        if (!_closing) {
+            _held_while_paused.append(data);
+        }
+        release_buffer(buffer_id);
+        return;
+    }
+    _delivering = data.data();
+    _delivering_size = data.size();
+    _delivering_id = buffer_id;
+    _delivering_pinned = false;
+    try {
+        if (_protocol_kind == ProtocolKind::plain) {
+            _plain->data_received(data);
+        } else if (_protocol_kind == ProtocolKind::buffered) {
+            // A switch to a BufferedProtocol while a ring receive was in flight.
+            while (!data.empty() && !_lost) {
+                std::span<char> target = _buffered->get_buffer(data.size());
+                if (target.empty()) {
+                    throw RuntimeError("get_buffer() returned an empty buffer");
+                }
+                std::size_t n = std::min(target.size(), data.size());
+                std::memcpy(target.data(), data.data(), n);
+                _buffered->buffer_updated(n);
+                data.remove_prefix(n);
+            }
+        }
+    } catch (...) {
+        _delivering = nullptr;
+        if (!_delivering_pinned) {
+            release_buffer(buffer_id);
+        }
+        fatal_error(std::current_exception(), "Fatal error: protocol.data_received() call failed.");
+        return;
+    }
+    _delivering = nullptr;
+    if (!_delivering_pinned) {
+        release_buffer(buffer_id);  // else the send that took it gives it back
+    }
+}
+
+void StreamTransport::deliver_buffered(std::size_t nbytes) {
+    std::string_view data(_buffered_target.data(), nbytes);
+    if (_closing) {
+        return;
+    }
+    if (_reading_paused) {
+        _held_while_paused.append(data);
+        return;
+    }
+    try {
+        if (_protocol_kind == ProtocolKind::buffered) {
+            _buffered->buffer_updated(nbytes);
+        } else if (_protocol_kind == ProtocolKind::plain) {
+            _plain->data_received(data);  // switched while the recv was in flight
+        }
+    } catch (...) {
+        fatal_error(std::current_exception(),
+                    "Fatal error: protocol.buffer_updated() call failed.");
+    }
+}
+
+void StreamTransport::handle_eof() {
+    _eof = true;
+    if (_closing) {
+        return;
+    }
+    if (_reading_paused) {
+        _held_eof = true;
+        return;
+    }
+    if (_kind == Kind::read_pipe) {
+        // asyncio's read pipe: eof_received, then the connection is lost.
+        _closing = true;
+        try {
+            _plain != nullptr ? (void)_plain->eof_received()
+                              : (_buffered != nullptr ? (void)_buffered->eof_received() : void());
+        } catch (...) {
+            fatal_error(std::current_exception(),
+                        "Fatal error: protocol.eof_received() call failed.");
+            return;
+        }
+        _loop.call_soon([self = shared_from_this()] { self->call_connection_lost(nullptr); });
+        return;
+    }
+    bool keep_open = false;
+    try {
+        keep_open = _plain != nullptr      ? _plain->eof_received()
+                    : _buffered != nullptr ? _buffered->eof_received()
+                                           : false;
+    } catch (...) {
+        fatal_error(std::current_exception(), "Fatal error: protocol.eof_received() call failed.");
+        return;
+    }
+    if (!keep_open) {
+        close();
+    }
+}
+
+void StreamTransport::pause_reading() {
+    if (_closing || _reading_paused) {
+        return;
+    }
+    _reading_paused = true;
+    cancel_receive();
+}
+
+void StreamTransport::resume_reading() {
+    if (_closing || !_reading_paused) {
+        return;
+    }
+    _reading_paused = false;
+    if (!_held_while_paused.empty() || _held_eof) {
+        // Delivered on the next iteration, as a fresh read would be.
+        _loop.call_soon([self = shared_from_this()] {
+            if (self->_reading_paused || self->_closing) {
+                return;
+            }
+            std::string held = std::move(self->_held_while_paused);
+            self->_held_while_paused.clear();
+            if (!held.empty()) {
+                self->deliver_copy(held);
+            }
+            if (self->_held_eof && !self->_closing && !self->_reading_paused) {
+                self->_held_eof = false;
+                self->handle_eof();
+            }
+        });
+    }
+    arm_receive();
+}
+
+void StreamTransport::deliver_copy(std::string_view data) { deliver(data, -1); }
+
+// ---- Writing ----
+
+std::size_t StreamTransport::get_write_buffer_size() const {
+    return (_sending.size() - _sending_offset) + _pending.size() + _pinned_send.size();
+}
+
+void StreamTransport::set_write_buffer_limits(std::optional<std::size_t> high,
+                                              std::optional<std::size_t> low) {
+    std::size_t h = 0;
+    std::size_t l = 0;
+    if (!high) {
+        h = low ? 4 * *low : default_high_water;
+    } else {
+        h = *high;
+    }
+    l = low ? *low : h / 4;
+    if (h < l) {
+        throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
+                                    std::to_string(l) + ") must be >= 0");
+    }
+    _high_water = h;
+    _low_water = l;
+    maybe_pause_protocol();
+}
+
+void StreamTransport::maybe_pause_protocol() {
+    if (_protocol_paused || get_write_buffer_size() <= _high_water || _lost) {
+        return;
+    }
+    _protocol_paused = true;
+    try {
+        _protocol->pause_writing();
+    } catch (...) {
+        ExceptionContext context;
+        context.message = "protocol.pause_writing() failed";
+        context.exception = std::current_exception();
+        context.transport = this;
+        context.protocol = _protocol.get();
+        _loop.call_exception_handler(context);
+    }
+}
+
+void StreamTransport::maybe_resume_protocol() {
+    if (!_protocol_paused || get_write_buffer_size() > _low_water || _lost) {
+        return;
+    }
+    _protocol_paused = false;
+    try {
+        _protocol->resume_writing();
+    } catch (...) {
+        ExceptionContext context;
+        context.message = "protocol.resume_writing() failed";
+        context.exception = std::current_exception();
+        context.transport = this;
+        context.protocol = _protocol.get();
+        _loop.call_exception_handler(context);
+    }
+}
+
+void StreamTransport::write(std::string_view data) {
+    if (_kind == Kind::read_pipe) {
+        throw RuntimeError("write() on a read pipe transport");
+    }
+    if (_eof_written) {
+        throw RuntimeError("Cannot call write() after write_eof()");
+    }
+    if (_sendfile_running) {
+        throw RuntimeError("unable to write; sendfile is in progress");
+    }
+    if (data.empty()) {
+        return;
+    }
+    if (_lost_scheduled) {
+        // asyncio counts these and logs past a threshold; the bytes go nowhere.
+        if (++_writes_after_lost == 5) {
+            log(LogLevel::warning, "socket.send() raised exception.");
+        }
+        return;
+    }
+    if (get_write_buffer_size() != 0 || _send.in_flight) {
+        _pending.append(data);
+        maybe_pause_protocol();
+        return;
+    }
+    if (is_socket() && _delivering != nullptr && !_delivering_pinned &&
+        data.data() >= _delivering && data.data() + data.size() <= _delivering + _delivering_size) {
+        // An echo of what data_received() is being handed: send it from the
+        // ring buffer, which the send gives back when it completes.
+        _delivering_pinned = true;
+        _pinned_buffer = _delivering_id;
+        _pinned_send = data;
+        submit(_send, IoRequest{.opcode = IoOpcode::send,
+                                .fd = _fd,
+                                .addr = const_cast<char*>(data.data()),
+                                .len = static_cast<uint32_t>(data.size()),
+                                .op_flags = MSG_NOSIGNAL});
+        maybe_pause_protocol();
+        return;
+    }
+    write_now(data);
+}
+
+void StreamTransport::write_now(std::string_view data) {
+    ssize_t n = is_socket() ? ::send(_fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
+                            : ::write(_fd, data.data(), data.size());
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            fatal_error(errno_error(errno, is_socket() ? "send" : "write"),
+                        "Fatal write error on socket transport");
+            return;
+        }
+        n = 0;
+    }
+    if (static_cast<std::size_t>(n) == data.size()) {
+        return;
+    }
+    _sending.assign(data.substr(static_cast<std::size_t>(n)));
+    _sending_offset = 0;
+    start_send();
+    maybe_pause_protocol();
+}
+
+void StreamTransport::start_send() {
+    if (_send.in_flight || _lost_scheduled) {
+        return;
+    }
+    if (_sending_offset == _sending.size()) {
+        _sending.clear();
+        _sending_offset = 0;
+        std::swap(_sending, _pending);
+    }
+    if (_sending.empty()) {
+        return;
+    }
+    std::size_t left = _sending.size() - _sending_offset;
+    auto length = static_cast<uint32_t>(std::min<std::size_t>(left, UINT32_MAX));
+    char* from = _sending.data() + _sending_offset;
+    submit(_send, is_socket() ? IoRequest{.opcode = IoOpcode::send,
+                                          .fd = _fd,
+                                          .addr = from,
+                                          .len = length,
+                                          .op_flags = MSG_NOSIGNAL}
+                              : IoRequest::write(_fd, from, length));
+}
+
+void StreamTransport::on_send_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
+    Operation& op = *operation_of<Operation>(self);
+    StreamTransport& transport = *op.owner;
+    op.in_flight = false;
+    transport.handle_send(result);
+    transport.retire_operation();
+}
+
+void StreamTransport::handle_send(int result) {
+    if (_pinned_buffer >= 0) {
+        std::string_view pinned = _pinned_send;
+        _pinned_send = {};
+        if (result >= 0 && static_cast<std::size_t>(result) < pinned.size() && !_lost_scheduled) {
+            // A short send: the rest goes ahead of the writes queued since.
+            _sending.assign(pinned.substr(static_cast<std::size_t>(result)));
+            _sending_offset = 0;
+        }
+        release_buffer(std::exchange(_pinned_buffer, -1));
+    } else if (result > 0) {
+        _sending_offset += static_cast<std::size_t>(result);
+    }
+    if (_lost_scheduled || result == -ECANCELED) {
+        return;
+    }
+    if (result < 0) {
+        fatal_error(errno_error(-result, is_socket() ? "send" : "write"),
+                    "Fatal write error on socket transport");
+        return;
+    }
+    after_write_progress();
+}
+
+void StreamTransport::after_write_progress() {
+    start_send();
+    maybe_resume_protocol();
+    if (get_write_buffer_size() != 0 || _send.in_flight) {
+        return;
+    }
+    for (Future<void>& waiter : std::exchange(_drain_waiters, {})) {
+        if (!waiter.done()) {
+            waiter.set_result();
+        }
+    }
+    if (_closing) {
+        _loop.call_soon([self = shared_from_this()] { self->call_connection_lost(nullptr); });
+    } else if (_eof_written) {
+        shutdown_write();
+    }
+}
+
+void StreamTransport::shutdown_write() {
+    if (_kind == Kind::write_pipe) {
+        close();  // a pipe has no half-close: its EOF is the close
+        return;
+    }
+    if (::shutdown(_fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+        fatal_error(errno_error(errno, "shutdown"), "Fatal error on write_eof()");
+    }
+}
+
+void StreamTransport::write_eof() {
+    if (_closing || _eof_written || _kind == Kind::read_pipe) {
+        return;
+    }
+    _eof_written = true;
+    if (get_write_buffer_size() == 0 && !_send.in_flight) {
+        shutdown_write();
+    }
+}
+
+Future<void> StreamTransport::drained() {
+    Future<void> done = _loop.create_future<void>();
+    if (get_write_buffer_size() == 0 && !_send.in_flight) {
+        done.set_result();
+    } else {
+        _drain_waiters.push_back(done);
+    }
+    return done;
+}
+
+void StreamTransport::on_hangup_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
+    Operation& op = *operation_of<Operation>(self);
+    StreamTransport& transport = *op.owner;
+    op.in_flight = false;
+    if (!transport._lost_scheduled && result != -ECANCELED) {
+        // The pipe's reader went away (asyncio: "Pipe was closed by peer").
+        bool had_data = transport.get_write_buffer_size() != 0;
+        transport.force_close(had_data ? errno_error(EPIPE, "write") : nullptr);
+    }
+    transport.retire_operation();
+}
+
+// ---- Closing ----
+
+void StreamTransport::close() {
+    if (_closing) {
+        return;
+    }
+    _closing = true;
+    cancel_receive();
+    if (get_write_buffer_size() == 0 && !_send.in_flight) {
+        _lost_scheduled = true;
+        _loop.call_soon([self = shared_from_this()] { self->call_connection_lost(nullptr); });
+    }
+}
+
+void StreamTransport::abort() { force_close(nullptr); }
+
+void StreamTransport::force_close(std::exception_ptr error) {
+    if (_lost_scheduled) {
+        return;
+    }
+    _lost_scheduled = true;
+    _pending.clear();
+    _sending.clear();
+    _sending_offset = 0;
+    if (_send.in_flight) {
+        _loop.reactor().cancel(&_send.completion);
+    }
+    if (!_closing) {
+        _closing = true;
+        cancel_receive();
+    }
+    _loop.call_soon([self = shared_from_this(), error] { self->call_connection_lost(error); });
+}
+
+void StreamTransport::call_connection_lost(std::exception_ptr error) {
+    if (_lost) {
+        return;
+    }
+    _lost_scheduled = true;
+    _lost = true;
+    if (_connection_made) {
+        try {
+            _protocol->connection_lost(error);
+        } catch (...) {
+            ExceptionContext context;
+            context.message = "protocol.connection_lost() failed";
+            context.exception = std::current_exception();
+            context.transport = this;
+            context.protocol = _protocol.get();
+            _loop.call_exception_handler(context);
+        }
+    }
+    cancel_receive();
+    if (_hangup.in_flight) {
+        _loop.reactor().cancel(&_hangup.completion);
+    }
+    for (Future<void>& waiter : std::exchange(_drain_waiters, {})) {
+        if (!waiter.done()) {
+            waiter.set_exception(error != nullptr ? error
+                                                  : std::make_exception_ptr(RuntimeError(
+                                                        "Connection lost before the write "
+                                                        "buffer was drained")));
+        }
+    }
+    release_fd();
+    _protocol.reset();
+    _plain = nullptr;
+    _buffered = nullptr;
+    if (_server != nullptr) {
+        std::exchange(_server, nullptr)->detach(this);
+    }
+    if (_operations == 0) {
+        std::shared_ptr<StreamTransport> last = std::move(_self);  // may free this on return
+    }
+}
+
+void StreamTransport::release_fd() noexcept {
+    if (_fd < 0) {
+        return;
+    }
+    if (NetState* net = NetState::find(_loop)) {
+        net->unregister_transport(_fd);
+    }
+    // Closed through the ring, behind the operations already queued for
+    // this fd: a queued operation must not meet a reused fd number.
+    if (!_loop.is_closed()) {
+        submit(_close, IoRequest::close(_fd));
+    } else {
+        ::close(_fd);
+    }
+    _fd = -1;
+}
+
+void StreamTransport::on_close_complete(IoCompletion* self, int /*result*/, uint32_t /*flags*/) {
+    Operation& op = *operation_of<Operation>(self);
+    op.in_flight = false;
+    op.owner->retire_operation();
+}
+
+void StreamTransport::abort_at_loop_close() noexcept {
+    if (_lost) {
+        return;
+    }
+    _lost = true;
+    _lost_scheduled = true;
+    _closing = true;
+    cancel_receive();
+    if (_send.in_flight) {
+        _loop.reactor().cancel(&_send.completion);
+    }
+    if (_hangup.in_flight) {
+        _loop.reactor().cancel(&_hangup.completion);
+    }
+    if (NetState* net = NetState::find(_loop)) {
+        net->unregister_transport(_fd);
+    }
+    ::close(_fd);
+    _fd = -1;
+    _protocol.reset();
+    _plain = nullptr;
+    _buffered = nullptr;
+    if (_server != nullptr) {
+        std::exchange(_server, nullptr)->detach(this);
+    }
+    if (_operations == 0) {
+        std::shared_ptr<StreamTransport> last = std::move(_self);
+    }
+}
+
+// ---- Introspection ----
+
+std::any StreamTransport::extra_info(std::string_view name) const {
+    if (name == "socket" && is_socket() && _fd >= 0) {
+        return _fd;
+    }
+    if (name == "pipe" && !is_socket() && _fd >= 0) {
+        return _fd;
+    }
+    if (name == "peername" && !_peername.empty()) {
+        return _peername;
+    }
+    if (name == "sockname" && !_sockname.empty()) {
+        return _sockname;
+    }
+    return {};
+}
+
+std::string StreamTransport::repr() const {
+    const char* kind = _kind == Kind::socket      ? "SocketTransport"
+                       : _kind == Kind::read_pipe ? "ReadPipeTransport"
+                                                  : "WritePipeTransport";
+    std::string text = std::string("<") + kind;
+    if (_lost) {
+        text += " closed";
+    } else if (_closing) {
+        text += " closing";
+    }
+    text += " fd=" + std::to_string(_fd);
+    if (_kind != Kind::write_pipe && !_lost) {
+        text += is_reading() ? " read=polling" : " read=idle";
+    }
+    if (_kind != Kind::read_pipe && !_lost) {
+        std::size_t size = get_write_buffer_size();
+        text += std::string(" write=<") + (size != 0 ? "polling" : "idle") +
+                ", bufsize=" + std::to_string(size) + ">";
+    }
+    return text + ">";
+}
+
+}  // namespace shardloop::detail
