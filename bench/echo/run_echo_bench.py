@@ -391,8 +391,8 @@ def parse_args():
     p.add_argument("--build-dir", help="directory with echo_loadgen and the reference servers "
                    "(default: build/release/bench/echo or build/bench/echo in the repository)")
     p.add_argument("--server", action="append", default=[], metavar="NAME=COMMAND",
-                   help="a server to measure (repeatable); default: uring, asio and uv "
-                   "(uv only when built)")
+                   help="a server to measure (repeatable); default: uring, shardloop "
+                   "(apps/echo of the same build tree), asio and uv (each when built)")
     p.add_argument("--reference", default="uring", help="server the ratios are taken against")
     p.add_argument("--connections", type=int_list, help="comma-separated connection counts")
     p.add_argument("--sizes", type=int_list, help="comma-separated message sizes in bytes")
@@ -421,6 +421,11 @@ def parse_args():
             path = os.path.join(args.build_dir, f"echo_{name}_ref")
             if os.access(path, os.X_OK):
                 args.server.append(f"{name}={shlex.quote(path)}")
+        # shardloop's own echo server (apps/echo), from the same build tree.
+        ours = os.path.normpath(os.path.join(args.build_dir, "..", "..", "apps", "echo",
+                                             "shardloop_echo"))
+        if os.access(ours, os.X_OK):
+            args.server.insert(1, f"shardloop={shlex.quote(ours)}")
     names = []
     for spec in args.server:
         if "=" not in spec:
