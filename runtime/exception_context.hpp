@@ -16,7 +16,7 @@
 namespace shardloop {
 
 class EventLoop;
-class Transport;
+class BaseTransport;
 class BaseProtocol;
 
 struct ExceptionContext {
@@ -26,7 +26,7 @@ struct ExceptionContext {
     AnyFuture task;
     Handle handle;
     BaseProtocol* protocol = nullptr;
-    Transport* transport = nullptr;
+    BaseTransport* transport = nullptr;
     int socket = -1;
     // Any other key, already formatted (e.g. "asyncgen", "source_traceback").
     std::map<std::string, std::string> extra;
