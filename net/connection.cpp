@@ -3,6 +3,7 @@
 // wrap the socket in a StreamTransport, and complete once the protocol's
 // connection_made() has run — asyncio's base_events.py order.
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -140,6 +141,10 @@ int race_connections(EventLoop& loop, const std::vector<AddrInfo>& infos,
                      std::vector<std::exception_ptr>& errors) {
     std::vector<Task<int>> attempts;
     std::vector<bool> seen;
+    // When the next attempt is due: `delay` after the newest one started,
+    // however many other attempts finish meanwhile (staggered.py waits on
+    // the previous attempt, not on the last event).
+    double next_due = 0;
     // Set when an attempt finishes; shared, as the callbacks may run after
     // this function has returned.
     auto changed = std::make_shared<Future<void>>(loop.create_future<void>());
@@ -154,6 +159,7 @@ int race_connections(EventLoop& loop, const std::vector<AddrInfo>& infos,
         });
         attempts.push_back(attempt);
         seen.push_back(false);
+        next_due = loop.time() + delay;
     };
     // Cancels the others and closes whatever socket a late winner made.
     auto stop_others = [&](std::size_t keep) {
@@ -204,7 +210,7 @@ int race_connections(EventLoop& loop, const std::vector<AddrInfo>& infos,
             *changed = loop.create_future<void>();
             if (attempts.size() < infos.size()) {
                 try {
-                    await(wait_for(*changed, delay));
+                    await(wait_for(*changed, std::max(0.0, next_due - loop.time())));
                 } catch (const TimeoutError&) {
                     start_next();
                 }
@@ -239,10 +245,31 @@ Connection<Transport> open_stream(EventLoop& loop, int fd, const ProtocolFactory
     return Connection<Transport>{transport, protocol};
 }
 
-void check_stream_socket(int fd, const char* what) {
-    check_nonblocking_socket(fd, what);
-    if (get_socket_option(fd, SOL_SOCKET, SO_TYPE, "SO_TYPE") != SOCK_STREAM) {
-        throw std::invalid_argument(std::string(what) + ": a stream socket is required");
+// Takes a socket the caller made: it must be an open stream socket (of
+// `family`, unless AF_UNSPEC), else std::invalid_argument. A blocking one is
+// made non-blocking, as asyncio calls sock.setblocking(False) on it.
+void check_stream_socket(int fd, const char* what, int family = AF_UNSPEC) {
+    if (::fcntl(fd, F_GETFL) < 0) {
+        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
+                                    " is not open");
+    }
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
+        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
+                                    " is not a socket");
+    }
+    if (family == AF_UNIX && (type != SOCK_STREAM || get_socket_option(fd, SOL_SOCKET, SO_DOMAIN,
+                                                                       "SO_DOMAIN") != AF_UNIX)) {
+        throw std::invalid_argument(std::string(what) +
+                                    ": A UNIX Domain Stream Socket was expected");
+    }
+    if (type != SOCK_STREAM) {
+        throw std::invalid_argument(std::string(what) + ": A Stream Socket was expected");
+    }
+    int flags = ::fcntl(fd, F_GETFL);
+    if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        throw std::system_error(errno, std::generic_category(), std::string(what) + ": fcntl");
     }
 }
 
@@ -340,7 +367,7 @@ Future<Connection<Transport>> EventLoop::create_unix_connection(ProtocolFactory 
         if (!path.empty()) {
             throw std::invalid_argument("path and sock can not be specified at the same time");
         }
-        detail::check_stream_socket(options.sock, "create_unix_connection");
+        detail::check_stream_socket(options.sock, "create_unix_connection", AF_UNIX);
     } else if (path.empty()) {
         throw std::invalid_argument("no path and sock were specified");
     }

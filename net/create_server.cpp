@@ -3,13 +3,13 @@
 // V6ONLY so that IPv4 and IPv6 can share a port), then hand them to a
 // Server, which accepts once serving starts.
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -32,13 +32,6 @@ namespace detail {
 
 namespace {
 
-std::string lower(std::string text) {
-    for (char& c : text) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return text;
-}
-
 // One listening socket for `info`, with the server's options.
 UniqueFd bind_listening_socket(const AddrInfo& info, const ServerOptions& options) {
     UniqueFd fd = open_socket(info.family, SOCK_STREAM, info.protocol);
@@ -57,34 +50,52 @@ UniqueFd bind_listening_socket(const AddrInfo& info, const ServerOptions& option
         set_socket_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
     }
     if (::bind(fd.get(), info.address.data(), info.address.size()) != 0) {
-        int error = errno;
-        throw std::system_error(error, std::generic_category(),
-                                "error while attempting to bind on address " +
-                                    info.address.to_string() + ": " + lower(std::strerror(error)));
+        // std::system_error appends the errno's text itself ("...: Address
+        // already in use"); asyncio's message carries it once.
+        throw std::system_error(
+            errno, std::generic_category(),
+            "error while attempting to bind on address " + info.address.to_string());
     }
     return fd;
 }
 
-void listen_on(int fd, int backlog) {
-    if (::listen(fd, backlog) != 0) {
-        throw std::system_error(errno, std::generic_category(), "listen");
-    }
-}
-
+// The sockets listen once the server starts serving (Server::start_listeners),
+// as asyncio's Server._start_serving does: until then a client is refused,
+// not left waiting in a backlog nobody accepts from.
 std::shared_ptr<Server> make_server(EventLoop& loop, ProtocolFactory factory, int backlog,
                                     std::vector<UniqueFd>& sockets) {
     auto server = std::make_shared<Server>(loop, std::move(factory), backlog);
     for (UniqueFd& fd : sockets) {
-        listen_on(fd.get(), backlog);
         server->add_listener(std::make_shared<Listener>(loop, *server, fd.release()));
     }
     return server;
 }
 
-void check_listening_socket(int fd, const char* what) {
-    check_nonblocking_socket(fd, what);
-    if (get_socket_option(fd, SOL_SOCKET, SO_TYPE, "SO_TYPE") != SOCK_STREAM) {
-        throw std::invalid_argument(std::string(what) + ": a stream socket is required");
+// Takes a socket the caller made: it must be an open stream socket (of
+// `family`, unless AF_UNSPEC), else std::invalid_argument. A blocking one is
+// made non-blocking, as asyncio calls sock.setblocking(False) on it.
+void check_listening_socket(int fd, const char* what, int family = AF_UNSPEC) {
+    if (::fcntl(fd, F_GETFL) < 0) {
+        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
+                                    " is not open");
+    }
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
+        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
+                                    " is not a socket");
+    }
+    if (family == AF_UNIX && (type != SOCK_STREAM || get_socket_option(fd, SOL_SOCKET, SO_DOMAIN,
+                                                                       "SO_DOMAIN") != AF_UNIX)) {
+        throw std::invalid_argument(std::string(what) +
+                                    ": A UNIX Domain Stream Socket was expected");
+    }
+    if (type != SOCK_STREAM) {
+        throw std::invalid_argument(std::string(what) + ": A Stream Socket was expected");
+    }
+    int flags = ::fcntl(fd, F_GETFL);
+    if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        throw std::system_error(errno, std::generic_category(), std::string(what) + ": fcntl");
     }
 }
 
@@ -189,7 +200,7 @@ Future<std::shared_ptr<Server>> EventLoop::create_unix_server(ProtocolFactory fa
         if (!path.empty()) {
             throw std::invalid_argument("path and sock can not be specified at the same time");
         }
-        detail::check_listening_socket(options.sock, "create_unix_server");
+        detail::check_listening_socket(options.sock, "create_unix_server", AF_UNIX);
         sockets.emplace_back(options.sock);
         if (options.cleanup_socket) {
             path = local_address(options.sock).unix_path();

@@ -1,8 +1,12 @@
 #include "net/server.hpp"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <system_error>
 
 #include "net/listener.hpp"
 #include "net/stream_transport.hpp"
@@ -28,6 +32,13 @@ void Server::start_listeners() {
     if (_serving || _closed) {
         return;
     }
+    // asyncio listens here, not when the socket is bound: a server created
+    // with start_serving = false refuses connections until it starts.
+    for (auto& listener : _listeners) {
+        if (::listen(listener->fd(), _backlog) != 0) {
+            throw std::system_error(errno, std::generic_category(), "listen");
+        }
+    }
     _serving = true;
     for (auto& listener : _listeners) {
         listener->start();
@@ -44,8 +55,11 @@ void Server::close() {
         listener->close();
     }
     _listeners.clear();
-    for (const std::string& path : _unix_paths) {
-        ::unlink(path.c_str());
+    for (const UnixPath& unix_path : _unix_paths) {
+        struct stat info {};
+        if (::stat(unix_path.path.c_str(), &info) == 0 && info.st_ino == unix_path.inode) {
+            ::unlink(unix_path.path.c_str());
+        }
     }
     _unix_paths.clear();
     if (_serving_forever.valid() && !_serving_forever.done()) {
@@ -53,6 +67,13 @@ void Server::close() {
     }
     if (_connections.empty()) {
         wake_closed_waiters();
+    }
+}
+
+void Server::remove_on_close(std::string path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) == 0) {
+        _unix_paths.push_back(UnixPath{std::move(path), info.st_ino});
     }
 }
 

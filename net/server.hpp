@@ -3,6 +3,8 @@
 // Server (asyncio.Server): the listening sockets of create_server and
 // create_unix_server, accepting connections into transports.
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -35,7 +37,8 @@ public:
     void abort_clients();
     // Done once the server is closed and its last connection is gone.
     Future<void> wait_closed();
-    // Starts accepting (when created with start_serving = false).
+    // Starts listening and accepting (when created with start_serving =
+    // false); done at once. Throws std::system_error when listen(2) fails.
     Future<void> start_serving();
     // Accepts until cancelled; cancelling it closes the server (asyncio).
     // RuntimeError when the server is closed or already serving forever.
@@ -53,8 +56,9 @@ public:
     void detach(detail::StreamTransport* connection) noexcept;
     const ProtocolFactory& protocol_factory() const noexcept { return _factory; }
     int backlog() const noexcept { return _backlog; }
-    // Unix servers remove their socket files at close.
-    void remove_on_close(std::string path) { _unix_paths.push_back(std::move(path)); }
+    // Unix servers remove their socket files at close, unless the file at
+    // the path is no longer the one bound now (asyncio compares the inode).
+    void remove_on_close(std::string path);
 
 private:
     void wake_closed_waiters();
@@ -67,7 +71,11 @@ private:
     std::vector<std::shared_ptr<detail::Listener>> _listeners;
     std::vector<detail::StreamTransport*> _connections;
     std::vector<Future<void>> _closed_waiters;
-    std::vector<std::string> _unix_paths;
+    struct UnixPath {
+        std::string path;
+        ino_t inode;
+    };
+    std::vector<UnixPath> _unix_paths;
     Future<void> _serving_forever;
 };
 
