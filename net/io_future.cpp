@@ -17,7 +17,10 @@ struct PendingIo {
     static void on_complete(IoCompletion* completion, int value, uint32_t /*flags*/) {
         auto* io = reinterpret_cast<PendingIo*>(completion);
         io->finished = true;
-        if (!io->result.done()) {
+        // At close() the loop drains what is still in the kernel; nobody can
+        // hear of the result then, and setting it would schedule the done
+        // callbacks on a closed loop (which throws).
+        if (!io->result.done() && !io->result.get_loop().is_closed()) {
             io->result.set_result(value);
         }
         std::shared_ptr<PendingIo> last = std::move(io->self);

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -33,8 +35,42 @@ std::size_t left_to_send(std::optional<std::size_t> count, std::size_t sent) {
     return count ? *count - sent : SIZE_MAX;
 }
 
-// Moves `n` bytes from the pipe into the socket, waiting for room.
-void splice_out(EventLoop& loop, int pipe_read, int sock, std::size_t n) {
+// The transport is gone (aborted, or closed by its loop) while sendfile ran.
+void throw_if_lost(const Future<void>& lost) {
+    if (lost.done()) {
+        throw std::system_error(ECONNABORTED, std::generic_category(),
+                                "sendfile: the transport was closed");
+    }
+}
+
+// Waits until `sock` has room, or until the transport is lost (then throws:
+// a socket nobody reads any more may never get room).
+void wait_writable(EventLoop& loop, int sock, Future<void>& lost) {
+    Future<int> ready = detail::io_operation(loop, detail::IoRequest::poll(sock, POLLOUT));
+    Future<void> woken = loop.create_future<void>();
+    auto wake = [woken](auto) mutable {
+        if (!woken.done()) {
+            woken.set_result();
+        }
+    };
+    ready.add_done_callback(wake);
+    uint64_t on_lost = lost.add_done_callback(wake);
+    try {
+        await(woken);
+    } catch (...) {
+        lost.remove_done_callback(on_lost);
+        ready.cancel();
+        throw;
+    }
+    lost.remove_done_callback(on_lost);
+    ready.cancel();  // when the loss woke us
+    throw_if_lost(lost);
+}
+
+// Moves `n` bytes from the pipe into the socket, waiting for room; `sent`
+// counts what the socket took.
+void splice_out(EventLoop& loop, int pipe_read, int sock, std::size_t n, std::size_t& sent,
+                Future<void>& lost) {
     while (n > 0) {
         auto chunk = static_cast<uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
         int moved =
@@ -46,20 +82,23 @@ void splice_out(EventLoop& loop, int pipe_read, int sock, std::size_t n) {
                                                                .offset_out = UINT64_MAX,
                                                                .op_flags = SPLICE_F_MOVE}));
         if (moved == -EAGAIN) {
-            await(detail::io_operation(loop, detail::IoRequest::poll(sock, POLLOUT)));
+            wait_writable(loop, sock, lost);
             continue;
         }
         if (moved < 0) {
             throw std::system_error(-moved, std::generic_category(), "splice to socket");
         }
         n -= static_cast<std::size_t>(moved);
+        sent += static_cast<std::size_t>(moved);
+        throw_if_lost(lost);
     }
 }
 
-// The native path; throws SendfileNotAvailableError when the kernel will not
-// splice this file, before any byte went out.
-std::size_t splice_file(EventLoop& loop, int sock, int file, uint64_t offset,
-                        std::optional<std::size_t> count) {
+// The native path; `sent` counts the bytes the socket took, also when it
+// throws. Throws SendfileNotAvailableError when the kernel will not splice
+// this file, before any byte went out.
+void splice_file(EventLoop& loop, int sock, Future<void>& lost, int file, uint64_t offset,
+                 std::optional<std::size_t> count, std::size_t& sent) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
         throw std::system_error(errno, std::generic_category(), "pipe2");
@@ -67,7 +106,6 @@ std::size_t splice_file(EventLoop& loop, int sock, int file, uint64_t offset,
     detail::UniqueFd pipe_read(fds[0]);
     detail::UniqueFd pipe_write(fds[1]);
     ::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(splice_chunk));  // best effort
-    std::size_t sent = 0;
     for (;;) {
         std::size_t want = std::min(left_to_send(count, sent), splice_chunk);
         if (want == 0) {
@@ -81,6 +119,7 @@ std::size_t splice_file(EventLoop& loop, int sock, int file, uint64_t offset,
                                                                .fd_out = pipe_write.get(),
                                                                .offset_out = UINT64_MAX,
                                                                .op_flags = SPLICE_F_MOVE}));
+        throw_if_lost(lost);
         if (filled == 0) {
             break;  // end of file
         }
@@ -92,14 +131,13 @@ std::size_t splice_file(EventLoop& loop, int sock, int file, uint64_t offset,
             }
             throw std::system_error(-filled, std::generic_category(), "splice from file");
         }
-        splice_out(loop, pipe_read.get(), sock, static_cast<std::size_t>(filled));
-        sent += static_cast<std::size_t>(filled);
+        splice_out(loop, pipe_read.get(), sock, static_cast<std::size_t>(filled), sent, lost);
     }
-    return sent;
 }
 
-std::size_t copy_file(EventLoop& loop, detail::StreamTransport& transport, int file,
-                      uint64_t offset, std::optional<std::size_t> count, std::size_t sent) {
+// The fallback; `sent` counts the bytes handed to the transport.
+void copy_file(EventLoop& loop, detail::StreamTransport& transport, int file, uint64_t offset,
+               std::optional<std::size_t> count, std::size_t& sent) {
     auto buffer = std::make_shared<std::string>();
     for (;;) {
         std::size_t want = std::min(left_to_send(count, sent), fallback_chunk);
@@ -107,12 +145,14 @@ std::size_t copy_file(EventLoop& loop, detail::StreamTransport& transport, int f
             break;
         }
         buffer->resize(want);
-        // Reading a file may block: the default executor does it.
-        ssize_t got = await(loop.run_in_executor(nullptr, [buffer, file, want, at = offset + sent] {
-            return ::pread(file, buffer->data(), want, static_cast<off_t>(at));
+        // Reading a file may block: the default executor does it. Its errno
+        // is that thread's, so the job hands it back.
+        long got = await(loop.run_in_executor(nullptr, [buffer, file, want, at = offset + sent] {
+            ssize_t n = ::pread(file, buffer->data(), want, static_cast<off_t>(at));
+            return n >= 0 ? static_cast<long>(n) : -static_cast<long>(errno);
         }));
         if (got < 0) {
-            throw std::system_error(errno, std::generic_category(), "pread");
+            throw std::system_error(static_cast<int>(-got), std::generic_category(), "pread");
         }
         if (got == 0) {
             break;
@@ -123,10 +163,9 @@ std::size_t copy_file(EventLoop& loop, detail::StreamTransport& transport, int f
         transport.set_sendfile_running(false);
         transport.write(std::string_view(buffer->data(), static_cast<std::size_t>(got)));
         transport.set_sendfile_running(true);
-        await(transport.drained());
         sent += static_cast<std::size_t>(got);
+        await(transport.drained());
     }
-    return sent;
 }
 
 }  // namespace
@@ -143,32 +182,62 @@ Future<std::size_t> EventLoop::sendfile(std::shared_ptr<Transport> transport, in
     if (stream->is_closing()) {
         throw RuntimeError("Transport is closing");
     }
+    // asyncio's _check_sendfile_params.
+    if (count && *count == 0) {
+        throw std::invalid_argument("count must be a positive integer (got 0)");
+    }
+    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) {
+        throw std::invalid_argument("offset must be a non-negative integer (got " +
+                                    std::to_string(offset) + ")");
+    }
     return create_task([this, stream, file, offset, count, fallback]() -> std::size_t {
         // Whatever was written before goes first.
         await(stream->drained());
+        if (stream->fd() < 0) {
+            throw std::system_error(ECONNABORTED, std::generic_category(),
+                                    "sendfile: the transport was closed");
+        }
+        // The splices go to a duplicate of the socket: when the transport
+        // closes its fd meanwhile, a splice still queued (they run on
+        // io_uring's workers, which look the fd up late) cannot meet a
+        // reused number. `lost` ends the wait on that socket.
+        detail::UniqueFd sock(::fcntl(stream->fd(), F_DUPFD_CLOEXEC, 0));
+        if (!sock) {
+            throw std::system_error(errno, std::generic_category(), "sendfile: dup");
+        }
+        Future<void> lost = stream->when_lost();
         bool was_reading = stream->is_reading();
         stream->pause_reading();
         stream->set_sendfile_running(true);
+        std::size_t sent = 0;
         struct Restore {
             detail::StreamTransport& transport;
+            Future<void>& lost;
             bool resume;
+            int file;
+            uint64_t offset;
+            const std::size_t& sent;
             ~Restore() {
+                lost.cancel();
                 transport.set_sendfile_running(false);
                 if (resume && !transport.is_closing()) {
                     transport.resume_reading();
                 }
+                // asyncio leaves the position after the last byte sent, also
+                // when the transfer failed part way (and alone when none went).
+                if (sent > 0) {
+                    ::lseek(file, static_cast<off_t>(offset + sent), SEEK_SET);
+                }
             }
-        } restore{*stream, was_reading};
-        std::size_t sent = 0;
+        } restore{*stream, lost, was_reading, file, offset, sent};
         try {
-            sent = splice_file(*this, stream->fd(), file, offset, count);
+            splice_file(*this, sock.get(), lost, file, offset, count, sent);
         } catch (const SendfileNotAvailableError&) {
             if (!fallback) {
                 throw;
             }
-            sent = copy_file(*this, *stream, file, offset, count, 0);
+            copy_file(*this, *stream, file, offset, count, sent);
         }
-        ::lseek(file, static_cast<off_t>(offset + sent), SEEK_SET);  // asyncio leaves it there
         return sent;
     });
 }

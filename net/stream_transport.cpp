@@ -3,6 +3,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +43,32 @@ bool is_peer_gone(std::exception_ptr error) {
     } catch (...) {
         return false;
     }
+}
+
+// write(2) on a pipe (or a socket used as one) whose reader is gone raises
+// SIGPIPE, which kills a process that does not ignore it (Python ignores it
+// at startup; a C++ program need not), and there is no MSG_NOSIGNAL for
+// pipes. So the signal is blocked on this thread around the call, and the
+// one the call raised is taken off before it is unblocked. Returns the
+// count written or -errno.
+long write_without_sigpipe(int fd, const char* data, std::size_t size) noexcept {
+    sigset_t pipe_signal;
+    sigset_t saved;
+    sigset_t pending;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    sigemptyset(&pending);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, &saved);
+    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    ssize_t n = ::write(fd, data, size);
+    long result = n >= 0 ? static_cast<long>(n) : -errno;
+    if (result == -EPIPE && !was_pending) {
+        timespec no_wait{};
+        while (sigtimedwait(&pipe_signal, nullptr, &no_wait) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    return result;
 }
 
 }  // namespace
@@ -179,6 +207,7 @@ void StreamTransport::arm_receive() {
             return;
         }
         _buffered_target = target;
+        _receive_target_owner = _protocol;
         auto length = static_cast<uint32_t>(std::min<std::size_t>(target.size(), UINT32_MAX));
         IoRequest request = is_socket() ? IoRequest{.opcode = IoOpcode::recv,
                                                     .fd = _fd,
@@ -210,8 +239,13 @@ void StreamTransport::on_receive_complete(IoCompletion* self, int result, uint32
     Operation& op = *operation_of<Operation>(self);
     StreamTransport& transport = *op.owner;
     bool final = (flags & io_flags::more) == 0;
+    // The protocol whose buffer this receive wrote into: alive until its
+    // bytes have been handled, even if set_protocol() or connection_lost()
+    // let go of it meanwhile.
+    std::shared_ptr<BaseProtocol> target_owner;
     if (final) {
         op.in_flight = false;  // so that the handling may re-arm it
+        target_owner = std::move(transport._receive_target_owner);
     }
     transport.handle_receive(result, flags);
     if (final) {
@@ -260,9 +294,11 @@ void StreamTransport::release_buffer(int buffer_id) noexcept {
 }
 
 void StreamTransport::deliver(std::string_view data, int buffer_id) {
-    if (_closing || _reading_paused) {
+    if (_closing || _reading_paused || !_held_while_paused.empty()) {
         // Received before the cancel took effect: closing drops it (asyncio
-        // stops reading at close); a pause keeps it for resume_reading().
+        // stops reading at close); a pause keeps it for resume_reading(). So
+        // do bytes arriving after a resume_reading() whose held bytes are not
+        // delivered yet: they must come behind those.
         if (!_closing) {
             _held_while_paused.append(data);
         }
@@ -308,7 +344,7 @@ void StreamTransport::deliver_buffered(std::size_t nbytes) {
     if (_closing) {
         return;
     }
-    if (_reading_paused) {
+    if (_reading_paused || !_held_while_paused.empty()) {
         _held_while_paused.append(data);
         return;
     }
@@ -329,8 +365,8 @@ void StreamTransport::handle_eof() {
     if (_closing) {
         return;
     }
-    if (_reading_paused) {
-        _held_eof = true;
+    if (_reading_paused || !_held_while_paused.empty()) {
+        _held_eof = true;  // after the held bytes
         return;
     }
     if (_kind == Kind::read_pipe) {
@@ -499,11 +535,16 @@ void StreamTransport::write(std::string_view data) {
 }
 
 void StreamTransport::write_now(std::string_view data) {
-    ssize_t n = is_socket() ? ::send(_fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
-                            : ::write(_fd, data.data(), data.size());
+    long n = 0;
+    if (is_socket()) {
+        n = ::send(_fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        n = n >= 0 ? n : -errno;
+    } else {
+        n = write_without_sigpipe(_fd, data.data(), data.size());
+    }
     if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            fatal_error(errno_error(errno, is_socket() ? "send" : "write"),
+        if (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINTR) {
+            fatal_error(errno_error(static_cast<int>(-n), is_socket() ? "send" : "write"),
                         "Fatal write error on socket transport");
             return;
         }
@@ -530,15 +571,20 @@ void StreamTransport::start_send() {
     if (_sending.empty()) {
         return;
     }
+    if (!is_socket()) {
+        // A pipe: wait for room, then write(2) from handle_send() with
+        // SIGPIPE held off (an io_uring write would raise it on this thread).
+        submit(_send, IoRequest::poll(_fd, POLLOUT));
+        return;
+    }
     std::size_t left = _sending.size() - _sending_offset;
     auto length = static_cast<uint32_t>(std::min<std::size_t>(left, UINT32_MAX));
     char* from = _sending.data() + _sending_offset;
-    submit(_send, is_socket() ? IoRequest{.opcode = IoOpcode::send,
-                                          .fd = _fd,
-                                          .addr = from,
-                                          .len = length,
-                                          .op_flags = MSG_NOSIGNAL}
-                              : IoRequest::write(_fd, from, length));
+    submit(_send, IoRequest{.opcode = IoOpcode::send,
+                            .fd = _fd,
+                            .addr = from,
+                            .len = length,
+                            .op_flags = MSG_NOSIGNAL});
 }
 
 void StreamTransport::on_send_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
@@ -550,6 +596,12 @@ void StreamTransport::on_send_complete(IoCompletion* self, int result, uint32_t 
 }
 
 void StreamTransport::handle_send(int result) {
+    if (!is_socket() && result >= 0 && !_lost_scheduled) {
+        // The pipe has room (or its reader is gone, which the write tells).
+        long n = write_without_sigpipe(_fd, _sending.data() + _sending_offset,
+                                       _sending.size() - _sending_offset);
+        result = n == -EAGAIN || n == -EINTR ? 0 : static_cast<int>(n);
+    }
     if (_pinned_buffer >= 0) {
         std::string_view pinned = _pinned_send;
         _pinned_send = {};
@@ -559,7 +611,7 @@ void StreamTransport::handle_send(int result) {
             _sending_offset = 0;
         }
         release_buffer(std::exchange(_pinned_buffer, -1));
-    } else if (result > 0) {
+    } else if (result > 0 && !_lost_scheduled) {
         _sending_offset += static_cast<std::size_t>(result);
     }
     if (_lost_scheduled || result == -ECANCELED) {
@@ -606,6 +658,12 @@ void StreamTransport::write_eof() {
         return;
     }
     _eof_written = true;
+    if (_kind == Kind::write_pipe) {
+        // A pipe's EOF is its close (asyncio's _UnixWritePipeTransport:
+        // closing at once, connection_lost once the buffer is written).
+        close();
+        return;
+    }
     if (get_write_buffer_size() == 0 && !_send.in_flight) {
         shutdown_write();
     }
@@ -619,6 +677,17 @@ Future<void> StreamTransport::drained() {
         _drain_waiters.push_back(done);
     }
     return done;
+}
+
+Future<void> StreamTransport::when_lost() {
+    Future<void> lost = _loop.create_future<void>();
+    if (_lost) {
+        lost.set_result();
+    } else {
+        std::erase_if(_lost_waiters, [](const Future<void>& waiter) { return waiter.done(); });
+        _lost_waiters.push_back(lost);
+    }
+    return lost;
 }
 
 void StreamTransport::on_hangup_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
@@ -655,10 +724,16 @@ void StreamTransport::force_close(std::exception_ptr error) {
     }
     _lost_scheduled = true;
     _pending.clear();
-    _sending.clear();
-    _sending_offset = 0;
+    // A send in flight may still be reading its bytes (from _sending or a
+    // ring buffer) until its completion: they are left alone, only no
+    // longer counted as buffered.
+    _pinned_send = {};
     if (_send.in_flight) {
+        _sending_offset = _sending.size();
         _loop.reactor().cancel(&_send.completion);
+    } else {
+        _sending.clear();
+        _sending_offset = 0;
     }
     if (!_closing) {
         _closing = true;
@@ -695,6 +770,11 @@ void StreamTransport::call_connection_lost(std::exception_ptr error) {
                                                   : std::make_exception_ptr(RuntimeError(
                                                         "Connection lost before the write "
                                                         "buffer was drained")));
+        }
+    }
+    for (Future<void>& waiter : std::exchange(_lost_waiters, {})) {
+        if (!waiter.done()) {
+            waiter.set_result();
         }
     }
     release_fd();

@@ -20,8 +20,11 @@
 // what it does not take is copied into the write buffer, which one io_uring
 // send at a time drains. A write() of bytes that data_received() is being
 // handed (an echo) is sent from the ring buffer itself by io_uring, which
-// keeps that buffer until the send completes. pause_writing() /
-// resume_writing() follow the buffer across the high / low water marks.
+// keeps that buffer until the send completes. A pipe has no MSG_NOSIGNAL:
+// there an io_uring poll waits for room and write(2) runs with SIGPIPE
+// blocked, so that a reader going away is an EPIPE, never a signal.
+// pause_writing() / resume_writing() follow the buffer across the high /
+// low water marks.
 //
 // Lifetime. The loop holds each transport (a shared_ptr) while it is open
 // and while any of its operations is in the kernel: the operations' buffers
@@ -107,6 +110,10 @@ public:
     void set_sendfile_running(bool running) noexcept { _sendfile_running = running; }
     // Done when the write buffer is empty (at once when it is).
     Future<void> drained();
+    // Done once connection_lost() has been called (at once if it has), so
+    // that sendfile stops waiting on a socket the transport has given up.
+    // Cancel it when no longer interested.
+    Future<void> when_lost();
 
 protected:
     std::any extra_info(std::string_view name) const override;
@@ -173,6 +180,9 @@ private:
     Operation _hangup;  // write pipes: a poll that sees the reader go away
     Operation _close;
     std::span<char> _buffered_target;  // where the buffered recv in flight writes
+    // The protocol that owns _buffered_target, held until that recv's final
+    // completion: the kernel may write into the span until then.
+    std::shared_ptr<BaseProtocol> _receive_target_owner;
 
     // Reading state.
     bool _reading_paused = false;
@@ -200,6 +210,7 @@ private:
     bool _eof_written = false;  // write_eof() was called
     bool _sendfile_running = false;
     std::vector<Future<void>> _drain_waiters;
+    std::vector<Future<void>> _lost_waiters;
 
     bool _closing = false;
     bool _lost_scheduled = false;  // connection_lost() is on its way: writes go nowhere
