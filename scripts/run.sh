@@ -4,7 +4,10 @@
 # For now: installs the dependencies, builds the `release` preset, runs every
 # example program in build/release/apps/examples/ (each bounded to 10 s), then
 # every micro-benchmark in build/release/bench/ the way BENCHMARKING.md asks
-# (5 repetitions, aggregates only; quote the median), and prints a summary.
+# (5 repetitions, aggregates only; quote the median), then a short echo
+# benchmark (shardloop's echo server against the raw liburing, libuv and
+# Boost.Asio servers, 100 connections, 64 B and 1 KiB, 3 alternating rounds;
+# bench/echo/README.md has the whole matrix), and prints a summary.
 # Each benchmark's JSON report is kept in build/release/bench-results/.
 # Exits non-zero when the build, an example or a benchmark fails.
 # Environment: JOBS (default 2) for the build.
@@ -54,6 +57,16 @@ for program in "$build"/bench/shardloop_bench* "$build"/bench/bench_*; do
     fi
 done
 
+printf '\n==== echo benchmark (bench/echo/run_echo_bench.py --quick)\n'
+echo_table=$results/echo-quick.txt
+if timeout 600 python3 bench/echo/run_echo_bench.py --build-dir "$build/bench/echo" --quick \
+    --rounds 3 --duration 2 --warmup 1 --json "$results/echo-quick.json" | tee "$echo_table"; then
+    benchmarks+=("PASS     echo benchmark")
+else
+    benchmarks+=("FAIL     echo benchmark")
+    failed=1
+fi
+
 printf '\n==== summary\n'
 echo "examples ($build/apps/examples):"
 if ((${#examples[@]})); then
@@ -70,6 +83,10 @@ fi
 if ((${#medians[@]})); then
     echo "benchmark medians of 5 runs: name, wall time, CPU time (JSON in $results):"
     printf '  %s\n' "${medians[@]}"
+fi
+if [[ -s $echo_table ]]; then
+    echo "echo benchmark, medians of 3 rounds (server CPU per request against the raw liburing server):"
+    sed -n '/^conns/,/^[A-Z]/p' "$echo_table" | grep -v '^WARNING' | sed 's/^/  /'
 fi
 if ((failed)); then
     echo "scripts/run.sh: FAILED"
