@@ -245,34 +245,6 @@ Connection<Transport> open_stream(EventLoop& loop, int fd, const ProtocolFactory
     return Connection<Transport>{transport, protocol};
 }
 
-// Takes a socket the caller made: it must be an open stream socket (of
-// `family`, unless AF_UNSPEC), else std::invalid_argument. A blocking one is
-// made non-blocking, as asyncio calls sock.setblocking(False) on it.
-void check_stream_socket(int fd, const char* what, int family = AF_UNSPEC) {
-    if (::fcntl(fd, F_GETFL) < 0) {
-        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
-                                    " is not open");
-    }
-    int type = 0;
-    socklen_t length = sizeof type;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
-        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
-                                    " is not a socket");
-    }
-    if (family == AF_UNIX && (type != SOCK_STREAM || get_socket_option(fd, SOL_SOCKET, SO_DOMAIN,
-                                                                       "SO_DOMAIN") != AF_UNIX)) {
-        throw std::invalid_argument(std::string(what) +
-                                    ": A UNIX Domain Stream Socket was expected");
-    }
-    if (type != SOCK_STREAM) {
-        throw std::invalid_argument(std::string(what) + ": A Stream Socket was expected");
-    }
-    int flags = ::fcntl(fd, F_GETFL);
-    if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-        throw std::system_error(errno, std::generic_category(), std::string(what) + ": fcntl");
-    }
-}
-
 std::vector<AddrInfo> resolve(EventLoop& loop, const std::string& host, uint16_t port,
                               AddrInfoHints hints) {
     std::vector<AddrInfo> infos =
@@ -301,7 +273,7 @@ Future<Connection<Transport>> EventLoop::create_connection(ProtocolFactory facto
         if (!host.empty() || port != 0) {
             throw std::invalid_argument("host/port and sock can not be specified at the same time");
         }
-        detail::check_stream_socket(options.sock, "create_connection");
+        detail::adopt_stream_socket(options.sock, "create_connection");
     } else if (host.empty() && port == 0) {
         throw std::invalid_argument("host and port was not specified and no sock specified");
     }
@@ -367,7 +339,7 @@ Future<Connection<Transport>> EventLoop::create_unix_connection(ProtocolFactory 
         if (!path.empty()) {
             throw std::invalid_argument("path and sock can not be specified at the same time");
         }
-        detail::check_stream_socket(options.sock, "create_unix_connection", AF_UNIX);
+        detail::adopt_stream_socket(options.sock, "create_unix_connection", AF_UNIX);
     } else if (path.empty()) {
         throw std::invalid_argument("no path and sock were specified");
     }
@@ -388,7 +360,7 @@ Future<Connection<Transport>> EventLoop::create_unix_connection(ProtocolFactory 
 Future<Connection<Transport>> EventLoop::connect_accepted_socket(ProtocolFactory factory,
                                                                  int sock) {
     check_closed();
-    detail::check_stream_socket(sock, "connect_accepted_socket");
+    detail::adopt_stream_socket(sock, "connect_accepted_socket");
     return create_task([this, factory = std::move(factory), sock] {
         return detail::open_stream(*this, sock, factory);
     });

@@ -71,34 +71,6 @@ std::shared_ptr<Server> make_server(EventLoop& loop, ProtocolFactory factory, in
     return server;
 }
 
-// Takes a socket the caller made: it must be an open stream socket (of
-// `family`, unless AF_UNSPEC), else std::invalid_argument. A blocking one is
-// made non-blocking, as asyncio calls sock.setblocking(False) on it.
-void check_listening_socket(int fd, const char* what, int family = AF_UNSPEC) {
-    if (::fcntl(fd, F_GETFL) < 0) {
-        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
-                                    " is not open");
-    }
-    int type = 0;
-    socklen_t length = sizeof type;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
-        throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
-                                    " is not a socket");
-    }
-    if (family == AF_UNIX && (type != SOCK_STREAM || get_socket_option(fd, SOL_SOCKET, SO_DOMAIN,
-                                                                       "SO_DOMAIN") != AF_UNIX)) {
-        throw std::invalid_argument(std::string(what) +
-                                    ": A UNIX Domain Stream Socket was expected");
-    }
-    if (type != SOCK_STREAM) {
-        throw std::invalid_argument(std::string(what) + ": A Stream Socket was expected");
-    }
-    int flags = ::fcntl(fd, F_GETFL);
-    if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-        throw std::system_error(errno, std::generic_category(), std::string(what) + ": fcntl");
-    }
-}
-
 }  // namespace
 
 }  // namespace detail
@@ -131,7 +103,7 @@ Future<std::shared_ptr<Server>> EventLoop::create_server(ProtocolFactory factory
         if (!hosts.empty() || port != 0) {
             throw std::invalid_argument("host/port and sock can not be specified at the same time");
         }
-        detail::check_listening_socket(options.sock, "create_server");
+        detail::adopt_stream_socket(options.sock, "create_server");
     }
     return create_task(
         [this, factory = std::move(factory), hosts = std::move(hosts), port, options]() mutable {
@@ -200,7 +172,7 @@ Future<std::shared_ptr<Server>> EventLoop::create_unix_server(ProtocolFactory fa
         if (!path.empty()) {
             throw std::invalid_argument("path and sock can not be specified at the same time");
         }
-        detail::check_listening_socket(options.sock, "create_unix_server", AF_UNIX);
+        detail::adopt_stream_socket(options.sock, "create_unix_server", AF_UNIX);
         sockets.emplace_back(options.sock);
         if (options.cleanup_socket) {
             path = local_address(options.sock).unix_path();

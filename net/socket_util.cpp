@@ -32,9 +32,8 @@ int get_socket_option(int fd, int level, int name, const char* what) {
     return value;
 }
 
-void check_nonblocking_socket(int fd, const char* what) {
-    int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0) {
+int socket_type(int fd, const char* what) {
+    if (::fcntl(fd, F_GETFL) < 0) {
         throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
                                     " is not open");
     }
@@ -44,8 +43,29 @@ void check_nonblocking_socket(int fd, const char* what) {
         throw std::invalid_argument(std::string(what) + ": fd " + std::to_string(fd) +
                                     " is not a socket");
     }
-    if ((flags & O_NONBLOCK) == 0) {
+    return type;
+}
+
+void check_nonblocking_socket(int fd, const char* what) {
+    socket_type(fd, what);
+    if ((::fcntl(fd, F_GETFL) & O_NONBLOCK) == 0) {
         throw std::invalid_argument(std::string(what) + ": the socket must be non-blocking");
+    }
+}
+
+void adopt_stream_socket(int fd, const char* what, int family) {
+    int type = socket_type(fd, what);
+    if (family == AF_UNIX && (type != SOCK_STREAM || get_socket_option(fd, SOL_SOCKET, SO_DOMAIN,
+                                                                       "SO_DOMAIN") != AF_UNIX)) {
+        throw std::invalid_argument(std::string(what) +
+                                    ": A UNIX Domain Stream Socket was expected");
+    }
+    if (type != SOCK_STREAM) {
+        throw std::invalid_argument(std::string(what) + ": A Stream Socket was expected");
+    }
+    int flags = ::fcntl(fd, F_GETFL);
+    if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        throw std::system_error(errno, std::generic_category(), std::string(what) + ": fcntl");
     }
 }
 

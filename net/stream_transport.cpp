@@ -173,14 +173,18 @@ void StreamTransport::connection_made() {
 
 void StreamTransport::fatal_error(std::exception_ptr error, const char* message) {
     if (!is_peer_gone(error)) {
-        ExceptionContext context;
-        context.message = message;
-        context.exception = error;
-        context.transport = this;
-        context.protocol = _protocol.get();
-        _loop.call_exception_handler(context);
+        report(message, error);
     }
     force_close(std::move(error));
+}
+
+void StreamTransport::report(const char* message, std::exception_ptr error) noexcept {
+    ExceptionContext context;
+    context.message = message;
+    context.exception = std::move(error);
+    context.transport = this;
+    context.protocol = _protocol.get();
+    _loop.call_exception_handler(context);
 }
 
 // ---- Reading ----
@@ -465,12 +469,7 @@ void StreamTransport::maybe_pause_protocol() {
     try {
         _protocol->pause_writing();
     } catch (...) {
-        ExceptionContext context;
-        context.message = "protocol.pause_writing() failed";
-        context.exception = std::current_exception();
-        context.transport = this;
-        context.protocol = _protocol.get();
-        _loop.call_exception_handler(context);
+        report("protocol.pause_writing() failed", std::current_exception());
     }
 }
 
@@ -482,12 +481,7 @@ void StreamTransport::maybe_resume_protocol() {
     try {
         _protocol->resume_writing();
     } catch (...) {
-        ExceptionContext context;
-        context.message = "protocol.resume_writing() failed";
-        context.exception = std::current_exception();
-        context.transport = this;
-        context.protocol = _protocol.get();
-        _loop.call_exception_handler(context);
+        report("protocol.resume_writing() failed", std::current_exception());
     }
 }
 
@@ -752,12 +746,7 @@ void StreamTransport::call_connection_lost(std::exception_ptr error) {
         try {
             _protocol->connection_lost(error);
         } catch (...) {
-            ExceptionContext context;
-            context.message = "protocol.connection_lost() failed";
-            context.exception = std::current_exception();
-            context.transport = this;
-            context.protocol = _protocol.get();
-            _loop.call_exception_handler(context);
+            report("protocol.connection_lost() failed", std::current_exception());
         }
     }
     cancel_receive();

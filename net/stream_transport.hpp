@@ -155,6 +155,8 @@ private:
     void maybe_pause_protocol();
     void maybe_resume_protocol();
     void fatal_error(std::exception_ptr error, const char* message);
+    // Tells the loop's exception handler, naming this transport and protocol.
+    void report(const char* message, std::exception_ptr error) noexcept;
     void force_close(std::exception_ptr error);
     void call_connection_lost(std::exception_ptr error);
     void release_buffer(int buffer_id) noexcept;
