@@ -9,8 +9,8 @@
 namespace shardloop::detail {
 
 namespace {
-constexpr uint16_t receive_buffer_count = 4096;
-constexpr uint32_t receive_buffer_size = 16 * 1024;
+constexpr uint16_t receive_buffer_count = 1024;
+constexpr uint32_t receive_buffer_size = 64 * 1024;
 }  // namespace
 
 NetState& NetState::of(EventLoop& loop) {

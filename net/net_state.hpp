@@ -40,7 +40,7 @@ public:
     }
 
     // The provided buffers stream transports receive into, registered on
-    // first use (4096 buffers of 16 KiB; a multishot recv takes one per
+    // first use (1024 buffers of 64 KiB; a multishot recv takes one per
     // completion and the transport recycles it after data_received).
     BufferRing& receive_buffers();
 

@@ -232,9 +232,9 @@ TEST_F(StreamTransportTest, NoDataReceivedWhilePausedAndNothingLostAfterResume) 
 // resume_reading() must come after them (no reordering).
 TEST_F(StreamTransportTest, PauseInsideDataReceivedKeepsByteOrderAcrossResume) {
     SocketPair pair;
-    // More than two 16 KiB ring buffers: the multishot receive completes
+    // More than two 64 KiB ring buffers: the multishot receive completes
     // several times in one batch.
-    std::string first = testing::pattern(40000, 1);
+    std::string first = testing::pattern(150000, 1);
     std::string later = testing::pattern(10000, 2);
     send_all(pair.b.get(), first);
     auto protocol = std::make_shared<RecordingProtocol>();
@@ -262,7 +262,7 @@ TEST_F(StreamTransportTest, PauseInsideDataReceivedKeepsByteOrderAcrossResume) {
 // comes after every held byte, then connection_lost().
 TEST_F(StreamTransportTest, EofHeldWhilePausedComesAfterTheHeldBytes) {
     SocketPair pair;
-    std::string sent = testing::pattern(40000, 3);
+    std::string sent = testing::pattern(150000, 3);
     send_all(pair.b.get(), sent);
     ASSERT_EQ(::shutdown(pair.b.get(), SHUT_WR), 0);
     auto protocol = std::make_shared<RecordingProtocol>();
