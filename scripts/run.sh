@@ -86,7 +86,8 @@ if ((${#medians[@]})); then
 fi
 if [[ -s $echo_table ]]; then
     echo "echo benchmark, medians of 3 rounds (server CPU per request against the raw liburing server):"
-    sed -n '/^conns/,/^[A-Z]/p' "$echo_table" | grep -v '^WARNING' | sed 's/^/  /'
+    awk '/^conns/ { table = 1 } table && /^(server logs|wrote|WARNING)/ { table = 0 } table' \
+        "$echo_table" | sed 's/^/  /'
 fi
 if ((failed)); then
     echo "scripts/run.sh: FAILED"
