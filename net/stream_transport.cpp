@@ -374,18 +374,7 @@ void StreamTransport::handle_eof() {
         return;
     }
     if (_kind == Kind::read_pipe) {
-        // asyncio's read pipe: eof_received, then the connection is lost.
-        _closing = true;
-        try {
-            _plain != nullptr ? (void)_plain->eof_received()
-                              : (_buffered != nullptr ? (void)_buffered->eof_received() : void());
-        } catch (...) {
-            fatal_error(std::current_exception(),
-                        "Fatal error: protocol.eof_received() call failed.");
-            return;
-        }
-        _loop.call_soon([self = shared_from_this()] { self->call_connection_lost(nullptr); });
-        return;
+        _closing = true;  // asyncio's read pipe: eof_received, then the connection is lost
     }
     bool keep_open = false;
     try {
@@ -396,7 +385,9 @@ void StreamTransport::handle_eof() {
         fatal_error(std::current_exception(), "Fatal error: protocol.eof_received() call failed.");
         return;
     }
-    if (!keep_open) {
+    if (_kind == Kind::read_pipe) {
+        _loop.call_soon([self = shared_from_this()] { self->call_connection_lost(nullptr); });
+    } else if (!keep_open) {
         close();
     }
 }
