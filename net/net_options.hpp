@@ -7,6 +7,7 @@
 // g++ 12 warns (-Wmissing-field-initializers) about a designated
 // initialiser that skips a member without one.
 
+#include <netdb.h>
 #include <sys/socket.h>
 
 #include <cstdint>

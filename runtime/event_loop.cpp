@@ -127,9 +127,14 @@ void EventLoop::run_forever() {
     _thread_id = std::this_thread::get_id();
     _running = true;
     detail::set_running_loop(this);
+    _counters.run_started_ns.store(now_ns(), std::memory_order_relaxed);
     struct Reset {
         EventLoop* loop;
         ~Reset() {
+            detail::LoopCounters& counters = loop->_counters;
+            count(counters.finished_runs_ns,
+                  loop->now_ns() - counters.run_started_ns.load(std::memory_order_relaxed));
+            counters.run_started_ns.store(0, std::memory_order_relaxed);
             loop->_stopping = false;
             loop->_running = false;
             loop->_thread_id = {};
@@ -152,6 +157,11 @@ void EventLoop::stop() { _stopping = true; }
 // the batch runs last, and whatever it schedules waits for the next
 // iteration, so a callback that reschedules itself cannot starve I/O.
 void EventLoop::run_once() {
+    count(_counters.iterations, 1);
+    if (_poller != nullptr) {
+        _poller->flush();  // what the last batch sent to other shards
+    }
+
     // 1. How long may we wait in the kernel? Not at all with callbacks
     //    ready or a stop pending; otherwise until the earliest timer.
     std::chrono::nanoseconds timeout{-1};
@@ -166,14 +176,25 @@ void EventLoop::run_once() {
     // 2. Before blocking, tell other threads we sleep, so that their next
     //    call_soon_threadsafe wakes us (and only then costs a system call).
     bool sleeping = timeout.count() != 0 && _inbox->prepare_to_sleep();
+    if (sleeping && _poller != nullptr && _poller->pending()) {
+        _inbox->woke_up();
+        sleeping = false;
+    }
     if (timeout.count() != 0 && !sleeping) {
         timeout = std::chrono::nanoseconds{0};
     }
 
     // 3. One trip to the kernel: submit queued I/O, wait, dispatch completions.
+    int64_t sleep_start = sleeping ? now_ns() : 0;
     int result = _reactor->wait(timeout);
     if (sleeping) {
         _inbox->woke_up();
+        count(_counters.sleep_ns, now_ns() - sleep_start);
+    }
+    _counters.io_submissions.store(_reactor->submissions(), std::memory_order_relaxed);
+    _counters.kernel_entries.store(_reactor->kernel_entries(), std::memory_order_relaxed);
+    if (result > 0) {
+        count(_counters.io_completions, static_cast<uint64_t>(result));
     }
     if (result == -EEXIST) {
         throw RuntimeError(
@@ -184,8 +205,11 @@ void EventLoop::run_once() {
         detail::throw_errno(result, "io_uring_enter");
     }
 
-    // 4. Callbacks posted from other threads.
+    // 4. Callbacks posted from other threads, messages from other shards.
     drain_inbox();
+    if (_poller != nullptr) {
+        _poller->poll();
+    }
 
     // 5. Timers that are due (deadline <= now).
     if (_timers.size() != 0) {
@@ -201,8 +225,13 @@ void EventLoop::run_once() {
 
 void EventLoop::run_ready_batch() {
     if (_debug) {
-        for (std::size_t count = _ready.size(); count > 0; --count) {
-            run_timed(_ready.pop());
+        for (std::size_t left = _ready.size(); left > 0; --left) {
+            detail::Runnable* runnable = _ready.pop();
+            count(_counters.runnables_run, 1);
+            if (detail::TaskBase::is_task(runnable)) {
+                count(_counters.task_steps_run, 1);
+            }
+            run_timed(runnable);
         }
         return;
     }
@@ -214,9 +243,13 @@ void EventLoop::run_ready_batch() {
         ~EndBatch() { left = 0; }
     } end_batch{_batch_left};
     _batch_left = _ready.size();
+    count(_counters.runnables_run, _batch_left);
     while (_batch_left != 0) {
         --_batch_left;
         detail::Runnable* runnable = _ready.pop();
+        if (detail::TaskBase::is_task(runnable)) {
+            count(_counters.task_steps_run, 1);
+        }
         runnable->ops->run(runnable);
     }
 }
@@ -237,6 +270,31 @@ void EventLoop::run_timed(detail::Runnable* runnable) {
         std::snprintf(took, sizeof took, "%.3f", seconds);
         log(LogLevel::warning, "Executing " + name + " took " + took + " seconds");
     }
+}
+
+LoopStats EventLoop::stats() const noexcept {
+    auto read = [](const auto& counter) { return counter.load(std::memory_order_relaxed); };
+    LoopStats stats;
+    stats.iterations = read(_counters.iterations);
+    stats.task_steps_run = read(_counters.task_steps_run);
+    uint64_t runnables = read(_counters.runnables_run);
+    stats.callbacks_run = runnables > stats.task_steps_run ? runnables - stats.task_steps_run : 0;
+    stats.io_submissions = read(_counters.io_submissions);
+    stats.io_completions = read(_counters.io_completions);
+    stats.kernel_entries = read(_counters.kernel_entries);
+    stats.sleep_ns = read(_counters.sleep_ns);
+    stats.run_ns = read(_counters.finished_runs_ns);
+    if (int64_t started = read(_counters.run_started_ns); started != 0) {
+        stats.run_ns += now_ns() - started;
+    }
+    return stats;
+}
+
+void EventLoop::set_poller(detail::LoopPoller* poller) {
+    if (_running) {
+        throw RuntimeError("set_poller: the loop is running");
+    }
+    _poller = poller;
 }
 
 void EventLoop::drain_inbox() {
@@ -364,6 +422,16 @@ void EventLoop::adopt_new_task(detail::TaskBase* task) {
         }
     }
     task->start();
+}
+
+std::vector<AnyTask> EventLoop::all_tasks() const {
+    std::vector<AnyTask> tasks;
+    for (detail::TaskBase* task = _tasks; task != nullptr; task = task->registry_next) {
+        if (!task->done()) {
+            tasks.emplace_back(detail::Ref<detail::FutureBase>(task));
+        }
+    }
+    return tasks;
 }
 
 void EventLoop::unregister_task(detail::TaskBase* task) noexcept {

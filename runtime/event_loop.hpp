@@ -29,6 +29,8 @@
 #include "runtime/future.hpp"
 #include "runtime/handle.hpp"
 #include "runtime/loop_inbox.hpp"
+#include "runtime/loop_poller.hpp"
+#include "runtime/loop_stats.hpp"
 #include "runtime/reactor.hpp"
 #include "runtime/ready_queue.hpp"
 #include "runtime/stack_pool.hpp"
@@ -222,6 +224,9 @@ public:
         return task;
     }
 
+    // The loop's tasks that are not done yet (asyncio.all_tasks(loop)).
+    std::vector<AnyTask> all_tasks() const;
+
     // Sets (or, with nullptr, resets) the task factory create_task uses.
     void set_task_factory(TaskFactory factory);
     const TaskFactory& get_task_factory() const noexcept { return _task_factory; }
@@ -337,9 +342,21 @@ public:
     // Callbacks that run longer than this (seconds) are logged in debug mode.
     double slow_callback_duration = 0.1;
 
+    // ---- Statistics (not in asyncio) ----
+
+    // What the loop has done so far. Any thread; at most one iteration old.
+    LoopStats stats() const noexcept;
+
     // ---- Internals the layers below build on ----
 
+    // Installs the poller the loop checks every iteration (the sharding
+    // layer's cross-shard queues); nullptr removes it. Loop thread, while
+    // the loop does not run; the poller must outlive its installation.
+    void set_poller(detail::LoopPoller* poller);
+
     detail::Reactor& reactor() noexcept { return *_reactor; }
+    // The door other threads wake this loop through. Any thread.
+    const std::shared_ptr<detail::LoopInbox>& inbox() const noexcept { return _inbox; }
     detail::StackPool& stack_pool() noexcept { return _stacks; }
     // Queues a runnable for the next batch; the queue takes a reference.
     void schedule(detail::Runnable* runnable) { _ready.push(runnable); }
@@ -356,6 +373,7 @@ public:
     void take_next_in_batch() noexcept {
         --_batch_left;
         _ready.pop();
+        count(_counters.task_steps_run, 1);
     }
     // Holds handoff off for its lifetime.
     class NoHandoffScope {
@@ -388,6 +406,12 @@ public:
     std::unique_ptr<detail::LoopExtension>& net_extension() noexcept { return _net; }
 
 private:
+    // Single writer (this thread), readers anywhere: a relaxed load and store
+    // cost what a plain increment does.
+    template <class T>
+    static void count(std::atomic<T>& counter, std::type_identity_t<T> amount) noexcept {
+        counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+    }
     Handle call_soon_callback(detail::Callback<void()> fn);
     Handle call_soon_threadsafe_callback(detail::Callback<void()> fn);
     TimerHandle call_at_ns(int64_t when_ns, detail::Callback<void()> fn);
@@ -410,6 +434,7 @@ private:
     std::shared_ptr<detail::Reactor> _reactor;
     std::unique_ptr<detail::LoopExtension> _net;  // after the reactor: destroyed before it
     std::shared_ptr<detail::LoopInbox> _inbox;
+    detail::LoopPoller* _poller = nullptr;
     detail::ReadyQueue _ready;
     std::size_t _batch_left = 0;  // runnables of the running batch not yet taken
     detail::TimerQueue _timers;
@@ -431,6 +456,7 @@ private:
     bool _stopping = false;
     bool _closed = false;
     bool _debug = false;
+    detail::LoopCounters _counters;
 };
 
 // ---- Getting the event loop ----

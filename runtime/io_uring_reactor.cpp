@@ -185,6 +185,8 @@ public:
         return std::make_unique<IoUringBufferRing>(&_ring.ring, group, count, size);
     }
     std::string name() const override;
+    uint64_t submissions() const override { return _submissions; }
+    uint64_t kernel_entries() const override { return _kernel_entries; }
 
 private:
     int start();
@@ -208,6 +210,8 @@ private:
     // per-operation allocation and nothing asked of the caller.
     std::vector<__kernel_timespec> _timespecs;
     std::size_t _in_flight = 0;
+    uint64_t _submissions = 0;  // SQEs filled
+    uint64_t _kernel_entries = 0;
     bool _started = false;
     bool _in_wait = false;
 };
@@ -257,6 +261,7 @@ int IoUringReactor::flush() {
     if (result < 0) {
         return result;
     }
+    ++_kernel_entries;
     return io_uring_submit(&_ring.ring);
 }
 
@@ -266,6 +271,7 @@ io_uring_sqe* IoUringReactor::get_sqe() {
     int transient_failures = 0;
     for (;;) {
         if (io_uring_sqe* sqe = io_uring_get_sqe(&_ring.ring)) {
+            ++_submissions;
             return sqe;
         }
         int result = flush();
@@ -411,6 +417,7 @@ int IoUringReactor::wait(std::chrono::nanoseconds timeout) {
     } else {
         result = io_uring_submit_and_wait(ring, 1);
     }
+    ++_kernel_entries;
     if (result < 0 && result != -ETIME && !is_transient(result)) {
         return result;
     }

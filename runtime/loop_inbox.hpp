@@ -23,8 +23,15 @@ public:
     // system call: it drains the queue at its next iteration.
     void post(HandleState* handle) noexcept {
         _queue.push(handle);
-        // Pairs with the seq_cst store of `_sleeping` in prepare_to_sleep():
-        // either the loop sees our node, or we see it asleep (Dekker).
+        wake_if_sleeping();
+    }
+
+    // Any thread, after making work visible with a sequentially consistent
+    // store (the queue's exchange, a cross-shard ring's publish_seq_cst()):
+    // wakes the loop if it sleeps. Pairs with the seq_cst store of
+    // `_sleeping` in prepare_to_sleep(): either the loop sees the work, or
+    // we see it asleep (Dekker). One wake per sleep, however many senders.
+    void wake_if_sleeping() noexcept {
         if (_sleeping.load(std::memory_order_seq_cst) &&
             _sleeping.exchange(false, std::memory_order_seq_cst)) {
             _reactor->wake();

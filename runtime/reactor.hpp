@@ -154,6 +154,11 @@ public:
 
     // A short description for logs: backend and the setup flags in use.
     virtual std::string name() const = 0;
+
+    // Operations handed to the kernel and trips into it, since creation.
+    // Loop thread only.
+    virtual uint64_t submissions() const = 0;
+    virtual uint64_t kernel_entries() const = 0;
 };
 
 // Creates the io_uring backend: one ring, bound to the first thread that

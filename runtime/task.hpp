@@ -66,6 +66,11 @@ public:
     TaskBase* registry_prev = nullptr;
     TaskBase* registry_next = nullptr;
 
+    // Whether a queued runnable is a task's step (not a callback).
+    static bool is_task(const Runnable* runnable) noexcept {
+        return runnable->ops == &runnable_ops;
+    }
+
 protected:
     virtual void run_body() = 0;            // in the fiber: run the function, store its value
     virtual void drop_body() noexcept = 0;  // destroy the function without running it
