@@ -221,8 +221,8 @@ constexpr int64_t round_trips_per_batch = 1000;
 // moved into a ring slot), the cache lines of the slot and of the ring's
 // tail travelling to the other CPU, the wait for the receiving loop's next
 // poll (once per iteration, after I/O), the handler. The sender's next
-// iteration also re-publishes the tail (seq_cst) and checks whether the
-// target sleeps. Time: wall time per round trip; "one_way" is half of it.
+// iteration publishes the tail (a release store and a seq_cst fence) and
+// checks whether the target sleeps. Time: wall time per round trip; "one_way" is half of it.
 // p50_rt_ns: the median of the time between consecutive replies.
 // iters0/iters1: each loop's iterations per round trip.
 void BM_RoundTripSendToBusy(benchmark::State& state) {
@@ -305,9 +305,12 @@ BENCHMARK(BM_RoundTripSubmitToBusy)->UseRealTime()->MinTime(0.2);
 using RawMessage = shardloop::detail::ShardMessage;
 using RawRing = shardloop::detail::SpscRing<RawMessage>;
 
-// Pushes `message`, spinning while the ring is full.
+// Pushes `message`, spinning (with what was pushed published) while the
+// ring is full. The caller publishes the rest, as the shards do once per
+// iteration.
 void push_spinning(RawRing& ring, RawMessage message) {
     while (!ring.try_push(message)) {
+        ring.publish();
         cpu_relax();
     }
 }
@@ -337,7 +340,9 @@ void BM_RoundTripRawRingBaseline(benchmark::State& state) {
         back = false;
         push_spinning(to_peer, [home = &to_home, flag = &back] {
             push_spinning(*home, [flag] { *flag = true; });
+            home->publish();
         });
+        to_peer.publish();
         while (!back) {
             if (to_home.consume([](RawMessage&& message) { message(); }, SIZE_MAX) == 0) {
                 cpu_relax();
@@ -427,11 +432,11 @@ void report_wakes(benchmark::State& state, std::vector<double>& seconds) {
 // waits 200 us (sleep(), a timer its busy loop checks every iteration), so
 // that shard 1 is asleep again when the next message comes. One iteration:
 // t0, send_to(1, handler) from shard 0's task, which then awaits the reply.
-// The message is in the ring at once; the next iteration of shard 0's loop
-// (flush) re-publishes it, finds shard 1 asleep and writes its eventfd. The
+// The message goes into the ring; the next iteration of shard 0's loop
+// (flush) publishes it, finds shard 1 asleep and writes its eventfd. The
 // handler takes t1 on shard 1 and sends the reply, whose handler takes t2
 // on shard 0. The reported (manual) time is t1 - t0 (steady_clock on both
-// CPUs): the rest of shard 0's iteration, the seq_cst publish, the eventfd
+// CPUs): the rest of shard 0's iteration, the publish, the eventfd
 // write (a system call), the kernel completing shard 1's io_uring read of
 // its eventfd, the wake-up of shard 1's thread (the scheduler, and in a VM
 // the idle virtual CPU), its io_uring_enter returning, and the poll.
@@ -681,6 +686,9 @@ void BM_OneWayThroughputRawRingBaseline(benchmark::State& state) {
         StreamCounter* c = &counter;
         for (int64_t i = 0; i < burst * bursts_per_batch; ++i) {
             push_spinning(ring, [c] { c->count(); });
+            if (i % burst == burst - 1) {
+                ring.publish();
+            }
         }
         sent += burst * bursts_per_batch;
         push_spinning(ring, [c, expected = sent, flag = &done] {
@@ -689,6 +697,7 @@ void BM_OneWayThroughputRawRingBaseline(benchmark::State& state) {
             }
             flag->store(true, std::memory_order_release);
         });
+        ring.publish();
         while (!done.load(std::memory_order_acquire)) {
             cpu_relax();
         }
