@@ -569,7 +569,7 @@ TEST_F(SockOpsTest, Recvfrom) {
     EXPECT_EQ(from, server.address());
 }
 
-// test_recvfrom_into; a shorter span stands for the nbytes argument.
+// test_recvfrom_into, with the nbytes argument.
 TEST_F(SockOpsTest, RecvfromInto) {
     UdpEchoServer server;
     Fd sock(make_socket(AF_INET, SOCK_DGRAM));
@@ -583,11 +583,19 @@ TEST_F(SockOpsTest, RecvfromInto) {
 
     std::string bigger(8192, '\0');
     run(loop->sock_sendto(sock, data, server.address()));
-    auto [m, from2] = run(loop->sock_recvfrom_into(sock, std::span<char>(bigger).first(4096)));
+    auto [m, from2] = run(loop->sock_recvfrom_into(sock, bigger, 4096));
     EXPECT_EQ(m, 4096U);
     EXPECT_EQ(bigger.substr(0, 4096), data);
     EXPECT_EQ(bigger.substr(4096), std::string(4096, '\0'));
     EXPECT_EQ(from2, server.address());
+
+    // asyncio: "nbytes is greater than the length of the buffer".
+    try {
+        loop->sock_recvfrom_into(sock, buffer, buffer.size() + 1);
+        FAIL() << "nbytes beyond the buffer was accepted";
+    } catch (const std::invalid_argument& error) {
+        EXPECT_NE(std::string(error.what()).find("nbytes"), std::string::npos);
+    }
 }
 
 // test_sendto_blocking, with a real would-block instead of a mock: a Unix
