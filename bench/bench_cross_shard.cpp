@@ -38,6 +38,8 @@
 
 namespace {
 
+using shardloop::bench::pin_this_thread;
+
 using shardloop::EventLoop;
 using shardloop::Future;
 using shardloop::ShardedPolicy;
@@ -97,16 +99,6 @@ std::vector<unsigned> two_cpus() {
         }
     }
     return found.size() == 2 ? found : std::vector<unsigned>{};
-}
-
-void pin_this_thread(int cpu) {
-    if (cpu < 0) {
-        return;
-    }
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 // Pins the benchmark thread to the first CPU (where shard 0 would be) and
@@ -208,6 +200,22 @@ void report_round_trips(benchmark::State& state, Samples& samples) {
     double median = samples.median_ns();
     state.counters["p50_rt_ns"] = median;
     state.counters["p50_one_way_ns"] = median / 2;
+}
+
+// The baselines' measurement: 1,000 round trips to warm up, then one
+// round trip per benchmark iteration, each timed.
+template <class RoundTrip>
+void time_round_trips(benchmark::State& state, RoundTrip& round_trip) {
+    for (int i = 0; i < 1000; ++i) {
+        round_trip();
+    }
+    Samples samples;
+    for (auto _ : state) {
+        uint64_t start = ticks();
+        round_trip();
+        samples.add(ticks() - start);
+    }
+    report_round_trips(state, samples);
 }
 
 constexpr int64_t round_trips_per_batch = 1000;
@@ -349,18 +357,9 @@ void BM_RoundTripRawRingBaseline(benchmark::State& state) {
             }
         }
     };
-    for (int i = 0; i < 1000; ++i) {
-        round_trip();
-    }
-    Samples samples;
-    for (auto _ : state) {
-        uint64_t start = ticks();
-        round_trip();
-        samples.add(ticks() - start);
-    }
+    time_round_trips(state, round_trip);
     quit.store(true, std::memory_order_relaxed);
     pair.join();
-    report_round_trips(state, samples);
 }
 BENCHMARK(BM_RoundTripRawRingBaseline)->UseRealTime()->MinTime(0.2);
 
@@ -395,18 +394,9 @@ void BM_CacheLinePingPongBaseline(benchmark::State& state) {
         while (pong.value.load(std::memory_order_acquire) != sequence) {
         }
     };
-    for (int i = 0; i < 1000; ++i) {
-        round_trip();
-    }
-    Samples samples;
-    for (auto _ : state) {
-        uint64_t start = ticks();
-        round_trip();
-        samples.add(ticks() - start);
-    }
+    time_round_trips(state, round_trip);
     quit.store(true, std::memory_order_relaxed);
     pair.join();
-    report_round_trips(state, samples);
 }
 BENCHMARK(BM_CacheLinePingPongBaseline)->UseRealTime()->MinTime(0.2);
 

@@ -3,6 +3,8 @@
 // Helpers shared by the micro-benchmarks.
 
 #include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <cstdint>
 
@@ -28,6 +30,17 @@ inline void report_per_item(benchmark::State& state, const char* name, double it
 inline void run_one_iteration(EventLoop& loop) {
     loop.call_soon([&loop] { loop.stop(); });
     loop.run_forever();
+}
+
+// Pins the calling thread to `cpu`; a negative cpu leaves it alone.
+inline void pin_this_thread(int cpu) {
+    if (cpu < 0) {
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 }  // namespace shardloop::bench

@@ -24,6 +24,8 @@
 
 namespace {
 
+using shardloop::bench::pin_this_thread;
+
 using shardloop::EventLoop;
 using Clock = std::chrono::steady_clock;
 
@@ -49,16 +51,6 @@ std::pair<int, int> two_cpus() {
         }
     }
     return n == 2 ? std::pair{found[0], found[1]} : std::pair{-1, -1};
-}
-
-void pin_this_thread(int cpu) {
-    if (cpu < 0) {
-        return;
-    }
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 // Pins the benchmark thread for the scope and restores its affinity after.
