@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -127,6 +128,13 @@ StreamTransport::~StreamTransport() = default;
 
 // ---- Operations ----
 
+void StreamTransport::prefetch_hot_lines() const noexcept {
+    const auto* start = reinterpret_cast<const char*>(this);
+    for (std::size_t offset = 0; offset < hot_bytes; offset += cache_line) {
+        __builtin_prefetch(start + offset);
+    }
+}
+
 void StreamTransport::submit(Operation& op, const IoRequest& request) {
     _loop.reactor().submit(request, &op.completion);
     op.in_flight = true;
@@ -242,6 +250,10 @@ void StreamTransport::cancel_receive() noexcept {
 void StreamTransport::on_receive_complete(IoCompletion* self, int result, uint32_t flags) {
     Operation& op = *operation_of<Operation>(self);
     StreamTransport& transport = *op.owner;
+    transport.prefetch_hot_lines();
+    if (transport._plain != nullptr) {
+        __builtin_prefetch(transport._plain);  // data_received() is called through its vtable
+    }
     bool final = (flags & io_flags::more) == 0;
     // The protocol whose buffer this receive wrote into: alive until its
     // bytes have been handled, even if set_protocol() or connection_lost()
@@ -298,19 +310,17 @@ void StreamTransport::release_buffer(int buffer_id) noexcept {
 }
 
 void StreamTransport::deliver(std::string_view data, int buffer_id) {
-    if (_closing || _reading_paused || !_held_while_paused.empty()) {
+    if (_closing || _reading_paused || _held_while_paused != nullptr) {
         // Received before the cancel took effect: closing drops it (asyncio
         // stops reading at close); a pause keeps it for resume_reading(). So
         // do bytes arriving after a resume_reading() whose held bytes are not
         // delivered yet: they must come behind those.
         if (!_closing) {
-            _held_while_paused.append(data);
+            hold(data);
         }
         release_buffer(buffer_id);
         return;
     }
-    _delivering = data.data();
-    _delivering_size = data.size();
     _delivering_id = buffer_id;
     _delivering_pinned = false;
     try {
@@ -330,14 +340,14 @@ void StreamTransport::deliver(std::string_view data, int buffer_id) {
             }
         }
     } catch (...) {
-        _delivering = nullptr;
+        _delivering_id = -1;
         if (!_delivering_pinned) {
             release_buffer(buffer_id);
         }
         fatal_error(std::current_exception(), "Fatal error: protocol.data_received() call failed.");
         return;
     }
-    _delivering = nullptr;
+    _delivering_id = -1;
     if (!_delivering_pinned) {
         release_buffer(buffer_id);  // else the send that took it gives it back
     }
@@ -348,8 +358,8 @@ void StreamTransport::deliver_buffered(std::size_t nbytes) {
     if (_closing) {
         return;
     }
-    if (_reading_paused || !_held_while_paused.empty()) {
-        _held_while_paused.append(data);
+    if (_reading_paused || _held_while_paused != nullptr) {
+        hold(data);
         return;
     }
     try {
@@ -369,7 +379,7 @@ void StreamTransport::handle_eof() {
     if (_closing) {
         return;
     }
-    if (_reading_paused || !_held_while_paused.empty()) {
+    if (_reading_paused || _held_while_paused != nullptr) {
         _held_eof = true;  // after the held bytes
         return;
     }
@@ -405,16 +415,15 @@ void StreamTransport::resume_reading() {
         return;
     }
     _reading_paused = false;
-    if (!_held_while_paused.empty() || _held_eof) {
+    if (_held_while_paused != nullptr || _held_eof) {
         // Delivered on the next iteration, as a fresh read would be.
         _loop.call_soon([self = shared_from_this()] {
             if (self->_reading_paused || self->_closing) {
                 return;
             }
-            std::string held = std::move(self->_held_while_paused);
-            self->_held_while_paused.clear();
-            if (!held.empty()) {
-                self->deliver_copy(held);
+            std::unique_ptr<std::string> held = std::move(self->_held_while_paused);
+            if (held != nullptr) {
+                self->deliver_copy(*held);
             }
             if (self->_held_eof && !self->_closing && !self->_reading_paused) {
                 self->_held_eof = false;
@@ -426,6 +435,13 @@ void StreamTransport::resume_reading() {
 }
 
 void StreamTransport::deliver_copy(std::string_view data) { deliver(data, -1); }
+
+void StreamTransport::hold(std::string_view data) {
+    if (_held_while_paused == nullptr) {
+        _held_while_paused = std::make_unique<std::string>();
+    }
+    _held_while_paused->append(data);
+}
 
 // ---- Writing ----
 
@@ -496,13 +512,15 @@ void StreamTransport::write(std::string_view data) {
         }
         return;
     }
-    if (get_write_buffer_size() != 0 || _send.in_flight) {
+    // Only a send in flight has bytes behind it (see _sending), so the
+    // write buffer need not be looked at: it is empty otherwise.
+    assert(_send.in_flight || get_write_buffer_size() == 0);
+    if (_send.in_flight) {
         _pending.append(data);
         maybe_pause_protocol();
         return;
     }
-    if (is_socket() && _delivering != nullptr && !_delivering_pinned &&
-        data.data() >= _delivering && data.data() + data.size() <= _delivering + _delivering_size) {
+    if (is_socket() && !_delivering_pinned && is_in_delivered_buffer(data)) {
         // An echo of what data_received() is being handed: send it from the
         // ring buffer, which the send gives back when it completes.
         _delivering_pinned = true;
@@ -513,10 +531,21 @@ void StreamTransport::write(std::string_view data) {
                                 .addr = const_cast<char*>(data.data()),
                                 .len = static_cast<uint32_t>(data.size()),
                                 .op_flags = MSG_NOSIGNAL});
-        maybe_pause_protocol();
+        // The buffer was empty: these bytes are all of it now.
+        if (data.size() > _high_water) {
+            maybe_pause_protocol();
+        }
         return;
     }
     write_now(data);
+}
+
+bool StreamTransport::is_in_delivered_buffer(std::string_view data) const noexcept {
+    if (_delivering_id < 0) {
+        return false;
+    }
+    const char* buffer = _ring->buffer(static_cast<uint16_t>(_delivering_id));
+    return data.data() >= buffer && data.data() + data.size() <= buffer + _ring->buffer_size();
 }
 
 void StreamTransport::write_now(std::string_view data) {
@@ -575,6 +604,7 @@ void StreamTransport::start_send() {
 void StreamTransport::on_send_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
     Operation& op = *operation_of<Operation>(self);
     StreamTransport& transport = *op.owner;
+    transport.prefetch_hot_lines();
     op.in_flight = false;
     transport.handle_send(result);
     transport.retire_operation();
@@ -613,12 +643,15 @@ void StreamTransport::handle_send(int result) {
 void StreamTransport::after_write_progress() {
     start_send();
     maybe_resume_protocol();
-    if (get_write_buffer_size() != 0 || _send.in_flight) {
+    assert(_send.in_flight || _lost_scheduled || get_write_buffer_size() == 0);
+    if (_send.in_flight) {
         return;
     }
-    for (Future<void>& waiter : std::exchange(_drain_waiters, {})) {
-        if (!waiter.done()) {
-            waiter.set_result();
+    if (_waiters != nullptr) {
+        for (Future<void>& waiter : std::exchange(_waiters->drained, {})) {
+            if (!waiter.done()) {
+                waiter.set_result();
+            }
         }
     }
     if (_closing) {
@@ -659,7 +692,7 @@ Future<void> StreamTransport::drained() {
     if (get_write_buffer_size() == 0 && !_send.in_flight) {
         done.set_result();
     } else {
-        _drain_waiters.push_back(done);
+        waiters().drained.push_back(done);
     }
     return done;
 }
@@ -669,10 +702,18 @@ Future<void> StreamTransport::when_lost() {
     if (_lost) {
         lost.set_result();
     } else {
-        std::erase_if(_lost_waiters, [](const Future<void>& waiter) { return waiter.done(); });
-        _lost_waiters.push_back(lost);
+        std::vector<Future<void>>& waiting = waiters().lost;
+        std::erase_if(waiting, [](const Future<void>& waiter) { return waiter.done(); });
+        waiting.push_back(lost);
     }
     return lost;
+}
+
+StreamTransport::Waiters& StreamTransport::waiters() {
+    if (_waiters == nullptr) {
+        _waiters = std::make_unique<Waiters>();
+    }
+    return *_waiters;
 }
 
 void StreamTransport::on_hangup_complete(IoCompletion* self, int result, uint32_t /*flags*/) {
@@ -744,17 +785,19 @@ void StreamTransport::call_connection_lost(std::exception_ptr error) {
     if (_hangup.in_flight) {
         _loop.reactor().cancel(&_hangup.completion);
     }
-    for (Future<void>& waiter : std::exchange(_drain_waiters, {})) {
-        if (!waiter.done()) {
-            waiter.set_exception(error != nullptr ? error
-                                                  : std::make_exception_ptr(RuntimeError(
-                                                        "Connection lost before the write "
-                                                        "buffer was drained")));
+    if (_waiters != nullptr) {
+        for (Future<void>& waiter : std::exchange(_waiters->drained, {})) {
+            if (!waiter.done()) {
+                waiter.set_exception(error != nullptr ? error
+                                                      : std::make_exception_ptr(RuntimeError(
+                                                            "Connection lost before the write "
+                                                            "buffer was drained")));
+            }
         }
-    }
-    for (Future<void>& waiter : std::exchange(_lost_waiters, {})) {
-        if (!waiter.done()) {
-            waiter.set_result();
+        for (Future<void>& waiter : std::exchange(_waiters->lost, {})) {
+            if (!waiter.done()) {
+                waiter.set_result();
+            }
         }
     }
     release_fd();

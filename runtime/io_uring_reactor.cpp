@@ -104,7 +104,7 @@ struct UniqueFd {
 class IoUringBufferRing final : public BufferRing {
 public:
     IoUringBufferRing(io_uring* ring, uint16_t group, uint16_t count, uint32_t size)
-        : _ring(ring), _group(group), _count(count), _size(size) {
+        : BufferRing(group, size), _ring(ring), _count(count) {
         if (count == 0 || (count & (count - 1)) != 0 || size == 0) {
             throw std::invalid_argument("buffer ring: count must be a power of two, size > 0");
         }
@@ -142,7 +142,7 @@ public:
     }
 
     ~IoUringBufferRing() override {
-        io_uring_unregister_buf_ring(_ring, _group);
+        io_uring_unregister_buf_ring(_ring, group());
         ::munmap(_buffers, _buffers_bytes);
         ::munmap(_entries, _entries_bytes);
     }
@@ -150,23 +150,16 @@ public:
     IoUringBufferRing(const IoUringBufferRing&) = delete;
     IoUringBufferRing& operator=(const IoUringBufferRing&) = delete;
 
-    uint16_t group() const noexcept override { return _group; }
-    uint32_t buffer_size() const noexcept override { return _size; }
-    char* buffer(uint16_t id) noexcept override {
-        return _buffers + static_cast<std::size_t>(id) * _size;
-    }
     void recycle(uint16_t id) noexcept override {
-        io_uring_buf_ring_add(_entries, buffer(id), _size, id, io_uring_buf_ring_mask(_count), 0);
+        io_uring_buf_ring_add(_entries, buffer(id), buffer_size(), id,
+                              io_uring_buf_ring_mask(_count), 0);
         io_uring_buf_ring_advance(_entries, 1);
     }
 
 private:
     io_uring* _ring;
-    uint16_t _group;
     uint16_t _count;
-    uint32_t _size;
     io_uring_buf_ring* _entries = nullptr;
-    char* _buffers = nullptr;
     std::size_t _entries_bytes = 0;
     std::size_t _buffers_bytes = 0;
 };

@@ -102,13 +102,31 @@ struct ReactorOptions {
 // multishot recv takes one per completion and reports its id in the
 // completion's flags). The taker gives each buffer back with recycle() once
 // it is done with the bytes. Loop thread only; the reactor must outlive it.
+//
+// The buffers are one block of `count * size` bytes, buffer `id` at
+// `id * size`, so that finding a buffer (on every receive) is arithmetic
+// rather than a call into the backend.
 class BufferRing {
 public:
     virtual ~BufferRing() = default;
-    virtual uint16_t group() const noexcept = 0;
-    virtual uint32_t buffer_size() const noexcept = 0;
-    virtual char* buffer(uint16_t id) noexcept = 0;
+    BufferRing(const BufferRing&) = delete;
+    BufferRing& operator=(const BufferRing&) = delete;
+
+    uint16_t group() const noexcept { return _group; }
+    uint32_t buffer_size() const noexcept { return _size; }
+    char* buffer(uint16_t id) const noexcept {
+        return _buffers + static_cast<std::size_t>(id) * _size;
+    }
     virtual void recycle(uint16_t id) noexcept = 0;
+
+protected:
+    BufferRing(uint16_t group, uint32_t size) : _group(group), _size(size) {}
+    // The backend sets this once it has allocated the buffers.
+    char* _buffers = nullptr;
+
+private:
+    uint16_t _group;
+    uint32_t _size;
 };
 
 class Reactor {

@@ -756,6 +756,30 @@ TEST_F(StreamTransportTest, EchoFromDataReceivedReturnsEveryByteInOrder) {
     }
 }
 
+// Bytes held while reading was paused reach data_received() from a copy,
+// not from the receive ring: an echo of them must be copied too (it was
+// once sent by io_uring from the copy after the copy was freed).
+TEST_F(StreamTransportTest, EchoOfBytesHeldWhilePausedArrivesIntact) {
+    SocketPair pair;
+    auto echo = std::make_shared<RecordingProtocol>();
+    echo->on_data = [&](std::string_view data) { echo->transport()->write(data); };
+    auto echo_transport = connect(pair.a, echo);
+    echo_transport->pause_reading();
+    std::string sent = testing::pattern(200000, 12);
+    send_all(pair.b.get(), sent);
+    run_iterations(10);
+    EXPECT_EQ(echo->data_calls, 0);
+
+    auto client = std::make_shared<RecordingProtocol>();
+    auto client_transport = connect(pair.b, client);
+    echo_transport->resume_reading();
+    run_until([&] { return client->data.size() >= sent.size(); }, 20.0);
+    EXPECT_TRUE(same_bytes(client->data, sent));
+
+    client_transport->close();
+    run_until([&] { return client->lost == 1 && echo->lost == 1; });
+}
+
 // Echo, then close() inside data_received(): the echo (sent straight from
 // the receive buffer) still goes out before the close, and
 // connection_lost(null) follows it.
