@@ -14,8 +14,11 @@
 //     await(counters.stop());               // c.stop() where T has it, then ~Counter
 //
 // Every member must be called on a shard of a running ShardedPolicy, and
-// start/stop/map_reduce from a task (they return tasks that await).
+// start/stop/map_reduce from a task (they return tasks that await). A
+// service still started when the shards stop is destroyed by each shard as
+// it stops (without its stop()).
 
+#include <algorithm>
 #include <concepts>
 #include <exception>
 #include <memory>
@@ -33,12 +36,15 @@ public:
     Sharded() = default;
     Sharded(const Sharded&) = delete;
     Sharded& operator=(const Sharded&) = delete;
-    // Must be stopped first: instances can only be destroyed on their own
-    // shards. One still started is reported and leaked rather than
-    // destroyed on the wrong thread.
+    // Stop it first, or let the shards stop: a shard that stops destroys
+    // its instance itself, on its own thread. An instance still alive here
+    // is reported and leaked rather than destroyed on the wrong thread.
     ~Sharded() {
-        if (!_slots.empty()) {
-            detail::report_sharded_leak();
+        for (Slot& slot : _slots) {
+            if (slot.instance) {
+                detail::report_sharded_leak();
+                (void)slot.instance.release();
+            }
         }
     }
 
@@ -49,14 +55,16 @@ public:
     template <class... Args>
     Task<void> start(Args... args) {
         ShardedPolicy& policy = policy_here("Sharded::start");
-        if (!_slots.empty()) {
+        if (started()) {
             throw RuntimeError("Sharded::start: already started");
         }
         _slots = std::vector<Slot>(policy.shard_count());
         return get_running_loop().create_task([this, &policy, args...] {
             try {
                 await(policy.invoke_on_all([this, args...] {
-                    _slots[this_shard_id()].instance = std::make_unique<T>(args...);
+                    unsigned shard = this_shard_id();
+                    _slots[shard].instance = std::make_unique<T>(args...);
+                    detail::at_shard_exit(this, [this, shard] { _slots[shard].instance.reset(); });
                 }));
             } catch (...) {
                 await(destroy_all(policy));
@@ -73,7 +81,7 @@ public:
     Task<void> stop() {
         ShardedPolicy& policy = policy_here("Sharded::stop");
         return get_running_loop().create_task([this, &policy] {
-            if (_slots.empty()) {
+            if (!started()) {
                 return;
             }
             std::exception_ptr error;
@@ -89,7 +97,12 @@ public:
         });
     }
 
-    bool started() const noexcept { return !_slots.empty(); }
+    // Whether an instance lives on some shard. Not while start() or stop()
+    // is under way.
+    bool started() const noexcept {
+        return std::any_of(_slots.begin(), _slots.end(),
+                           [](const Slot& slot) { return slot.instance != nullptr; });
+    }
 
     // This shard's instance. Throws RuntimeError when there is none.
     T& local() {
@@ -154,7 +167,10 @@ private:
 
     Future<void> destroy_all(ShardedPolicy& policy) {
         return get_running_loop().create_task([this, &policy] {
-            await(policy.invoke_on_all([this] { _slots[this_shard_id()].instance.reset(); }));
+            await(policy.invoke_on_all([this] {
+                detail::cancel_at_shard_exit(this);
+                _slots[this_shard_id()].instance.reset();
+            }));
             _slots.clear();
         });
     }

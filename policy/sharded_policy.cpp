@@ -34,6 +34,16 @@ void report_sharded_leak() noexcept {
     }
 }
 
+void at_shard_exit(const void* owner, std::function<void()> cleanup) {
+    current_shard_or_throw("at_shard_exit").at_exit.emplace_back(owner, std::move(cleanup));
+}
+
+void cancel_at_shard_exit(const void* owner) noexcept {
+    if (ShardContext* here = current_shard()) {
+        std::erase_if(here->at_exit, [owner](const auto& entry) { return entry.first == owner; });
+    }
+}
+
 void ShardedPolicyBase::check_shard(unsigned shard, const char* what) const {
     if (shard >= shard_count()) {
         throw std::out_of_range(std::string(what) + ": shard " + std::to_string(shard) +
@@ -167,6 +177,23 @@ void cancel_remaining_tasks(EventLoop& loop) {
     TimerHandle deadline = loop.call_later(1.0, [&loop] { loop.stop(); });
     loop.run_forever();
     deadline.cancel();
+}
+
+// What services left on the shard goes, newest first, on the shard's own
+// thread. A cleanup that throws is reported and the others still run.
+void run_exit_cleanups(detail::ShardContext& context) {
+    while (!context.at_exit.empty()) {
+        std::function<void()> cleanup = std::move(context.at_exit.back().second);
+        context.at_exit.pop_back();
+        try {
+            cleanup();
+        } catch (...) {
+            ExceptionContext report;
+            report.message = "Exception in a shard's exit cleanup";
+            report.exception = std::current_exception();
+            context.loop->call_exception_handler(report);
+        }
+    }
 }
 
 }  // namespace
@@ -323,6 +350,7 @@ void ShardedPolicy::run_shard(Run& run, unsigned id, const std::function<void()>
             });
             loop->run_forever();
             cancel_remaining_tasks(*loop);
+            run_exit_cleanups(context);
         } catch (...) {
             run.fail(std::current_exception());
         }

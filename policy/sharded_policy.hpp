@@ -72,11 +72,18 @@ struct ShardContext {
     ShardPort* port = nullptr;
     EventLoop* loop = nullptr;
     ReplySlotBase* replies = nullptr;  // futures of this shard waiting for another
+    // Run when the shard stops, newest first, on its thread, before its loop
+    // closes: what services (Sharded<T>) still hold on this shard is
+    // destroyed there. Keyed by the owner, so that it can withdraw its entry.
+    std::vector<std::pair<const void*, std::function<void()>>> at_exit{};
 };
 // The calling thread's shard, or null.
 ShardContext* current_shard() noexcept;
 // Logs that a Sharded<T> was destroyed while its instances lived.
 void report_sharded_leak() noexcept;
+// On a shard: registers (or withdraws) `owner`'s cleanup for the shard's stop.
+void at_shard_exit(const void* owner, std::function<void()> cleanup);
+void cancel_at_shard_exit(const void* owner) noexcept;
 ShardContext& current_shard_or_throw(const char* what);
 
 // The non-template part of ShardedPolicy, which the free functions below

@@ -103,6 +103,33 @@ TEST(Sharded, LifecycleRunsEveryStepOnTheInstancesOwnShard) {
               2);
 }
 
+TEST(Sharded, AServiceLeftStartedIsDestroyedOnItsShardsWhenTheyStop) {
+    auto policy = two_shards();
+    Journal journal;
+    Sharded<Counter> counters;
+    policy->run([&] {
+        if (this_shard_id() == 0) {
+            await(counters.start(1, &journal));
+            policy->stop();
+        }
+    });
+    EXPECT_FALSE(counters.started());
+    EXPECT_EQ(journal.count("destroyed 0"), 1u);  // ~Counter checks its thread
+    EXPECT_EQ(journal.count("destroyed 1"), 1u);
+    EXPECT_EQ(journal.count("stopped 0"), 0u);  // stop() is for an orderly stop only
+
+    // The service can start again in a later run.
+    policy->run([&] {
+        if (this_shard_id() == 1) {
+            await(counters.start(2, &journal));
+            await(counters.stop());
+            policy->stop();
+        }
+    });
+    EXPECT_EQ(journal.count("destroyed 1"), 2u);
+    EXPECT_EQ(journal.count("stopped 1"), 1u);
+}
+
 struct FailsOnShardOne {
     explicit FailsOnShardOne(std::atomic<int>* alive) : _alive(alive) {
         if (this_shard_id() == 1) {

@@ -1,15 +1,15 @@
-// shardloop_echo: a TCP echo server on shardloop's Protocol API, one loop
-// on one thread (the sharding work spreads it over cores).
+// shardloop_echo: a TCP echo server on shardloop's Protocol API, one shard
+// per core: every shard runs a loop pinned to its core and listens on the
+// same port with SO_REUSEPORT, so the kernel spreads the connections.
 //
-//   shardloop_echo [--host 127.0.0.1] [--port 0] [--reuseport]
+//   shardloop_echo [--host 127.0.0.1] [--port 0] [--shards 1] [--reuseport]
 //
-// Prints "port=N" once listening (N is the chosen port with --port 0), and
-// stops cleanly on SIGINT or SIGTERM. Same command line as the reference
-// servers in bench/echo, so the echo benchmark drives them alike.
+// Prints "port=N" once every shard listens (N is the chosen port with
+// --port 0), and stops cleanly on SIGINT or SIGTERM. Same command line as
+// the reference servers in bench/echo, so the echo benchmark drives them
+// alike.
 
 #include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -38,15 +38,18 @@ private:
 struct Options {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
-    bool reuse_port = false;
+    unsigned shards = 1;  // 0: one per core
 };
 
 [[noreturn]] void usage(const char* program, int status) {
     std::fprintf(status == 0 ? stdout : stderr,
-                 "usage: %s [--host ADDRESS] [--port N] [--reuseport]\n"
+                 "usage: %s [--host ADDRESS] [--port N] [--shards N] [--reuseport]\n"
                  "  --host ADDRESS  address to listen on (default 127.0.0.1)\n"
                  "  --port N        port (default 0: any free port; printed as port=N)\n"
-                 "  --reuseport     set SO_REUSEPORT on the listening socket\n",
+                 "  --shards N      shards, each a loop pinned to its own core (default 1;\n"
+                 "                  0: one per core of the process's cpuset)\n"
+                 "  --reuseport     accepted for the benchmark's sake: SO_REUSEPORT is\n"
+                 "                  always set, every shard listens on the port\n",
                  program);
     std::exit(status);
 }
@@ -62,19 +65,25 @@ Options parse(int argc, char** argv) {
             }
             return argv[++i];
         };
+        // A whole number in [0, max], or the usage message.
+        auto number = [&](const char* name, long max) {
+            std::string text = value();
+            char* end = nullptr;
+            long parsed = std::strtol(text.c_str(), &end, 10);
+            if (text.empty() || *end != '\0' || parsed < 0 || parsed > max) {
+                std::fprintf(stderr, "%s: bad %s '%s'\n", argv[0], name, text.c_str());
+                usage(argv[0], 2);
+            }
+            return parsed;
+        };
         if (arg == "--host") {
             options.host = value();
         } else if (arg == "--port") {
-            std::string text = value();
-            char* end = nullptr;
-            long port = std::strtol(text.c_str(), &end, 10);
-            if (*end != '\0' || port < 0 || port > 65535) {
-                std::fprintf(stderr, "%s: bad --port '%s'\n", argv[0], text.c_str());
-                usage(argv[0], 2);
-            }
-            options.port = static_cast<uint16_t>(port);
+            options.port = static_cast<uint16_t>(number("--port", 65535));
+        } else if (arg == "--shards") {
+            options.shards = static_cast<unsigned>(number("--shards", 4096));
         } else if (arg == "--reuseport") {
-            options.reuse_port = true;
+            // always on
         } else if (arg == "--help" || arg == "-h") {
             usage(argv[0], 0);
         } else {
@@ -85,48 +94,29 @@ Options parse(int argc, char** argv) {
     return options;
 }
 
-// SIGINT and SIGTERM arrive on a signalfd the loop watches.
-int block_stop_signals() {
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) {
-        std::perror("sigprocmask");
-        std::exit(1);
-    }
-    int fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0) {
-        std::perror("signalfd");
-        std::exit(1);
-    }
-    return fd;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
     Options options = parse(argc, argv);
-    int stop_fd = block_stop_signals();
-    auto loop = shardloop::new_event_loop();
     try {
-        auto server = loop->run_until_complete(
-            loop->create_server([] { return std::make_shared<Echo>(); }, options.host, options.port,
-                                {.reuse_port = options.reuse_port}));
-        auto address = shardloop::local_address(server->sockets().front());
-        std::printf("port=%u\n", address.port());
-        std::fflush(stdout);
-        loop->add_reader(stop_fd, [&] { loop->stop(); });
-        loop->run_forever();
-        loop->remove_reader(stop_fd);
-        server->close();
-        server->abort_clients();
-        loop->run_until_complete(server->wait_closed());
+        auto policy = std::make_shared<shardloop::ShardedPolicy>(shardloop::ShardedPolicyOptions{
+            .shards = options.shards, .stop_signals = {SIGINT, SIGTERM}});
+        shardloop::ShardedServer server;
+        policy->run([&] {
+            if (shardloop::this_shard_id() != 0) {
+                return;
+            }
+            shardloop::await(server.start([] { return std::make_shared<Echo>(); }, options.host,
+                                          options.port));
+            std::printf("port=%u\n", server.port());
+            std::fflush(stdout);
+            // Serves until a signal stops the shards; closing every shard's
+            // server and connections is then left to the shutdown, which
+            // aborts the transports still open.
+        });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "shardloop_echo: %s\n", e.what());
         return 1;
     }
-    loop->close();
-    ::close(stop_fd);
     return 0;
 }
