@@ -446,6 +446,13 @@ int IoUringReactor::reap() {
             continue;
         }
         flushed_overflow = false;
+        // Each completion's object (a transport, say) is usually out of the
+        // cache by the time its CQE arrives: ask for them all at once, so
+        // that their misses overlap instead of coming one after another.
+        for (unsigned i = 0; i < count; ++i) {
+            __builtin_prefetch(reinterpret_cast<const void*>(  // NOLINT(performance-no-int-to-ptr)
+                static_cast<uintptr_t>(cqes[i]->user_data)));
+        }
         for (unsigned i = 0; i < count; ++i) {
             uint64_t user_data = cqes[i]->user_data;
             int result = cqes[i]->res;
