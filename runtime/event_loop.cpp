@@ -282,6 +282,7 @@ LoopStats EventLoop::stats() const noexcept {
     stats.io_submissions = read(_counters.io_submissions);
     stats.io_completions = read(_counters.io_completions);
     stats.kernel_entries = read(_counters.kernel_entries);
+    stats.wakeups = read(_inbox->wakes);
     stats.sleep_ns = read(_counters.sleep_ns);
     stats.run_ns = read(_counters.finished_runs_ns);
     if (int64_t started = read(_counters.run_started_ns); started != 0) {

@@ -34,9 +34,13 @@ public:
     void wake_if_sleeping() noexcept {
         if (_sleeping.load(std::memory_order_seq_cst) &&
             _sleeping.exchange(false, std::memory_order_seq_cst)) {
+            wakes.fetch_add(1, std::memory_order_relaxed);
             _reactor->wake();
         }
     }
+
+    // Wake-ups sent so far (system calls other threads paid to wake it).
+    std::atomic<uint64_t> wakes{0};
 
     // Loop thread, before a blocking wait: returns false (do not block)
     // when something was posted meanwhile.

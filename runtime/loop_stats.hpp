@@ -17,6 +17,7 @@ struct LoopStats {
     uint64_t io_submissions = 0;  // io_uring SQEs filled
     uint64_t io_completions = 0;  // io_uring CQEs dispatched to their operations
     uint64_t kernel_entries = 0;  // io_uring_enter calls
+    uint64_t wakeups = 0;         // times another thread woke the loop from its sleep
     int64_t sleep_ns = 0;         // time spent blocked in the kernel waiting for work
     int64_t run_ns = 0;           // time spent in run_forever (busy time: run_ns - sleep_ns)
 };

@@ -358,6 +358,56 @@ TEST(ShardedPolicy, StatisticsCountIterationsTasksMessagesAndSleep) {
     EXPECT_GT(stats[1].sleep_ns, 10'000'000);  // shard 1 slept through most of the 20 ms
 }
 
+// A busy shard is never woken by a system call: the sender only writes the
+// eventfd of a shard that announced it sleeps. A shard that sleeps between
+// messages is woken once per burst, however many messages it holds.
+TEST(ShardedPolicy, ABusyShardIsNeverWokenAndASleepingOneOncePerBurst) {
+    auto policy = make_policy({.shards = 2});
+    std::atomic<bool> spinning{true};
+    uint64_t wakeups_while_busy = 0;
+    uint64_t wakeups_for_bursts = 0;
+    policy->run([&] {
+        if (this_shard_id() == 1) {
+            // Busy: a callback that reschedules itself, so the loop never sleeps.
+            auto spin = std::make_shared<std::function<void()>>();
+            *spin = [spin, &spinning] {
+                if (spinning.load()) {
+                    get_running_loop().call_soon(*spin);
+                }
+            };
+            get_running_loop().call_soon(*spin);
+            return;
+        }
+        // Once shard 1 has answered, its spinner runs (it started in the
+        // same iteration as the answer).
+        await(submit_to(1, [] { return 0; }));
+        uint64_t before = policy->stats(1).wakeups;
+        for (int n = 0; n < 100'000; ++n) {
+            policy->send_to(1, [] {});
+            if (n % 1000 == 999) {
+                await(sleep(0));
+            }
+        }
+        await(submit_to(1, [] { return 0; }));  // everything sent has run
+        wakeups_while_busy = policy->stats(1).wakeups - before;
+
+        await(submit_to(1, [&] { spinning = false; }));
+        await(sleep(0.02));  // shard 1 has gone to sleep
+        before = policy->stats(1).wakeups;
+        for (int burst = 0; burst < 5; ++burst) {
+            for (int n = 0; n < 1000; ++n) {
+                policy->send_to(1, [] {});
+            }
+            await(sleep(0.02));
+        }
+        wakeups_for_bursts = policy->stats(1).wakeups - before;
+        policy->stop();
+    });
+    EXPECT_EQ(wakeups_while_busy, 0u);
+    EXPECT_GE(wakeups_for_bursts, 5u);
+    EXPECT_LE(wakeups_for_bursts, 10u);  // one per burst (a timer may add one)
+}
+
 TEST(ShardedPolicy, BadArgumentsAreRefusedByName) {
     std::vector<unsigned> allowed = this_thread_affinity();
     try {
