@@ -111,10 +111,11 @@ public:
         std::vector<unsigned> cpus = two_cpus();
         pthread_getaffinity_np(pthread_self(), sizeof _saved, &_saved);
         pin_this_thread(cpus.empty() ? -1 : static_cast<int>(cpus[0]));
-        _peer = std::thread([peer = std::move(peer), cpu = cpus.empty() ? -1 : static_cast<int>(cpus[1])] {
-            pin_this_thread(cpu);
-            peer();
-        });
+        _peer = std::thread(
+            [peer = std::move(peer), cpu = cpus.empty() ? -1 : static_cast<int>(cpus[1])] {
+                pin_this_thread(cpu);
+                peer();
+            });
     }
     // The peer must have been told to return.
     void join() {
@@ -128,8 +129,8 @@ private:
 };
 
 std::shared_ptr<ShardedPolicy> make_two_shards(std::size_t queue_capacity = 1024) {
-    return std::make_shared<ShardedPolicy>(ShardedPolicyOptions{
-        .shards = 2, .cpus = two_cpus(), .queue_capacity = queue_capacity});
+    return std::make_shared<ShardedPolicy>(
+        ShardedPolicyOptions{.shards = 2, .cpus = two_cpus(), .queue_capacity = queue_capacity});
 }
 
 // Keeps a loop busy: a callback that schedules itself again with call_soon
@@ -247,9 +248,8 @@ void BM_RoundTripSendToBusy(benchmark::State& state) {
             void ping() {
                 // The handler on shard 1 captures what it needs: it must not
                 // read this struct, whose line shard 0 writes every round.
-                policy->send_to(1, [p = policy, self = this] {
-                    p->send_to(0, [self] { self->pong(); });
-                });
+                policy->send_to(
+                    1, [p = policy, self = this] { p->send_to(0, [self] { self->pong(); }); });
             }
             void pong() {
                 uint64_t now = ticks();

@@ -333,12 +333,14 @@ Future<std::pair<std::string, SocketAddress>> EventLoop::sock_recvfrom(int fd,
     });
 }
 
-Future<std::pair<std::size_t, SocketAddress>> EventLoop::sock_recvfrom_into(
-    int fd, std::span<char> buffer, std::size_t nbytes) {
+Future<std::pair<std::size_t, SocketAddress>> EventLoop::sock_recvfrom_into(int fd,
+                                                                            std::span<char> buffer,
+                                                                            std::size_t nbytes) {
     using Result = std::pair<std::size_t, SocketAddress>;
     check_sock_call(*this, fd, "sock_recvfrom_into");
     if (nbytes > buffer.size()) {
-        throw std::invalid_argument("sock_recvfrom_into: nbytes is greater than the length of the buffer");
+        throw std::invalid_argument(
+            "sock_recvfrom_into: nbytes is greater than the length of the buffer");
     }
     if (nbytes != 0) {
         buffer = buffer.first(nbytes);

@@ -55,8 +55,8 @@ class Server;
 namespace shardloop::detail {
 
 class alignas(64) StreamTransport final : public Transport,
-                              public ClosableAtLoopClose,
-                              public std::enable_shared_from_this<StreamTransport> {
+                                          public ClosableAtLoopClose,
+                                          public std::enable_shared_from_this<StreamTransport> {
 public:
     enum class Kind : uint8_t { socket, read_pipe, write_pipe };
 

@@ -138,8 +138,8 @@ public:
             using M = typename detail::AwaitedType<std::invoke_result_t<Mapper&, T&>>::type;
             std::vector<Future<M>> parts;
             for (unsigned shard = 0; shard < policy.shard_count(); ++shard) {
-                parts.push_back(policy.submit_to(
-                    shard, [this, mapper]() mutable { return mapper(local()); }));
+                parts.push_back(
+                    policy.submit_to(shard, [this, mapper]() mutable { return mapper(local()); }));
             }
             R result = std::move(initial);
             for (Future<M>& part : parts) {

@@ -68,10 +68,10 @@ std::vector<unsigned> choose_cpus(const ShardedPolicyOptions& options, const Top
     if (!options.cpus.empty()) {
         topology.validate_cpu_list(options.cpus);
         if (options.shards != 0 && options.shards != options.cpus.size()) {
-            throw std::invalid_argument(
-                "ShardedPolicyOptions: shards (" + std::to_string(options.shards) +
-                ") does not match the size of the cpus list (" +
-                std::to_string(options.cpus.size()) + ")");
+            throw std::invalid_argument("ShardedPolicyOptions: shards (" +
+                                        std::to_string(options.shards) +
+                                        ") does not match the size of the cpus list (" +
+                                        std::to_string(options.cpus.size()) + ")");
         }
         return options.cpus;
     }
@@ -113,8 +113,8 @@ public:
             if (::sigaction(signal, &action, &old) != 0) {
                 int error = errno;
                 restore();
-                detail::throw_errno(-error, "ShardedPolicy::run: sigaction(" +
-                                                std::to_string(signal) + ")");
+                detail::throw_errno(
+                    -error, "ShardedPolicy::run: sigaction(" + std::to_string(signal) + ")");
             }
             _saved.push_back({signal, old});
         }
@@ -450,7 +450,8 @@ std::shared_ptr<EventLoop> ShardedPolicy::get_event_loop() {
 void ShardedPolicy::set_event_loop(std::shared_ptr<EventLoop> loop) {
     detail::ShardContext* here = detail::current_shard();
     if (here != nullptr && here->policy == this) {
-        throw RuntimeError("set_event_loop: a shard's loop is the shard's own; it cannot be replaced");
+        throw RuntimeError(
+            "set_event_loop: a shard's loop is the shard's own; it cannot be replaced");
     }
     _elsewhere.set_event_loop(std::move(loop));
 }

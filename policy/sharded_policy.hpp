@@ -128,9 +128,7 @@ public:
     // call it). Does nothing when run() is not running.
     void stop() noexcept;
 
-    unsigned shard_count() const noexcept override {
-        return static_cast<unsigned>(_cpus.size());
-    }
+    unsigned shard_count() const noexcept override { return static_cast<unsigned>(_cpus.size()); }
     // The CPU each shard is pinned to (the one it would be, when pin is off).
     const std::vector<unsigned>& cpus() const noexcept { return _cpus; }
     const ShardedPolicyOptions& options() const noexcept { return _options; }
@@ -162,7 +160,8 @@ public:
     // while run() runs; throws RuntimeError otherwise.
     template <class F>
     Handle call_soon_threadsafe(unsigned shard, F&& fn) {
-        return loop_or_throw(shard, "call_soon_threadsafe")->call_soon_threadsafe(std::forward<F>(fn));
+        return loop_or_throw(shard, "call_soon_threadsafe")
+            ->call_soon_threadsafe(std::forward<F>(fn));
     }
 
     // The statistics of `shard` (its final ones once run() has returned).
@@ -248,10 +247,10 @@ auto ShardedPolicy::submit_to(unsigned shard, F&& fn) -> Future<detail::SubmitRe
     unsigned origin = here->id;
     here->port->send(shard, [fn = std::forward<F>(fn), slot, origin]() mutable {
         detail::run_for_reply(fn, [slot, origin](detail::Outcome<R>&& outcome) {
-            detail::current_shard()->port->send(
-                origin, [slot, outcome = std::move(outcome)]() mutable {
-                    slot->complete(std::move(outcome));
-                });
+            detail::current_shard()->port->send(origin,
+                                                [slot, outcome = std::move(outcome)]() mutable {
+                                                    slot->complete(std::move(outcome));
+                                                });
         });
     });
     return future;
@@ -293,11 +292,11 @@ Future<R> ShardedPolicy::submit_from_loop_thread(unsigned shard, F&& fn) {
     });
     target->call_soon_threadsafe(
         [fn = std::forward<F>(fn), outcome, deliver = std::move(deliver)]() mutable {
-            detail::run_for_reply(fn, [outcome, deliver = std::move(deliver)](
-                                          detail::Outcome<R>&& result) mutable {
-                *outcome = std::move(result);
-                deliver.post();
-            });
+            detail::run_for_reply(
+                fn, [outcome, deliver = std::move(deliver)](detail::Outcome<R>&& result) mutable {
+                    *outcome = std::move(result);
+                    deliver.post();
+                });
         });
     return future;
 }
@@ -314,7 +313,8 @@ Future<void> ShardedPolicy::invoke_on_all(F fn) {
         std::exception_ptr first_error;
         Future<void> all;
     };
-    auto gather = std::make_shared<Gather>(Gather{shard_count(), nullptr, loop->create_future<void>()});
+    auto gather =
+        std::make_shared<Gather>(Gather{shard_count(), nullptr, loop->create_future<void>()});
     for (unsigned shard = 0; shard < shard_count(); ++shard) {
         using R = detail::SubmitResult<F>;
         submit_to(shard, fn).add_done_callback([gather](Future<R> done) {

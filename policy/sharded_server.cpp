@@ -30,8 +30,8 @@ Task<void> ShardedServer::start(ProtocolFactory factory, std::string host, uint1
             await(_servers.invoke_on_all([factory, host, bound, options](Slot& slot) {
                 return get_running_loop().create_task([&slot, factory, host, bound, options] {
                     if (!slot.server) {
-                        slot.server = await(
-                            get_running_loop().create_server(factory, host, bound, options));
+                        slot.server =
+                            await(get_running_loop().create_server(factory, host, bound, options));
                     }
                 });
             }));

@@ -46,8 +46,9 @@ public:
 
     // Connections open on every shard, summed.
     Task<std::size_t> active_count() {
-        return _servers.map_reduce([](Slot& slot) { return slot.server ? slot.server->active_count() : 0; },
-                                   std::size_t{0}, std::plus<>());
+        return _servers.map_reduce(
+            [](Slot& slot) { return slot.server ? slot.server->active_count() : 0; },
+            std::size_t{0}, std::plus<>());
     }
 
 private:

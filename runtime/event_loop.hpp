@@ -265,8 +265,7 @@ public:
     Future<std::pair<std::string, SocketAddress>> sock_recvfrom(int fd, std::size_t bufsize);
     // Reads at most `nbytes` (0: the whole buffer) into `buffer`; throws
     // std::invalid_argument when nbytes is larger than the buffer.
-    Future<std::pair<std::size_t, SocketAddress>> sock_recvfrom_into(int fd,
-                                                                     std::span<char> buffer,
+    Future<std::pair<std::size_t, SocketAddress>> sock_recvfrom_into(int fd, std::span<char> buffer,
                                                                      std::size_t nbytes = 0);
     Future<void> sock_sendall(int fd, std::string data);
     Future<std::size_t> sock_sendto(int fd, std::string data, SocketAddress to);

@@ -33,7 +33,8 @@ struct Journal {
 class Counter {
 public:
     Counter(int start, Journal* journal)
-        : _value(start + static_cast<int>(this_shard_id())), _journal(journal),
+        : _value(start + static_cast<int>(this_shard_id())),
+          _journal(journal),
           _home(std::this_thread::get_id()) {
         _journal->add("built " + std::to_string(this_shard_id()));
     }

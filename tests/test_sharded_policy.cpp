@@ -63,8 +63,7 @@ TEST(ShardedPolicy, SubmitToReturnsTheValueOnTheCallingShard) {
             return;
         }
         std::thread::id caller = std::this_thread::get_id();
-        Future<std::thread::id> where =
-            submit_to(1, [] { return std::this_thread::get_id(); });
+        Future<std::thread::id> where = submit_to(1, [] { return std::this_thread::get_id(); });
         std::thread::id remote = await(where);
         EXPECT_NE(remote, caller);
         EXPECT_EQ(std::this_thread::get_id(), caller);  // the reply comes home
@@ -256,7 +255,8 @@ TEST(ShardedPolicy, SubmitToFromALoopThatIsNotAShard) {
         }
         auto loop = new_event_loop();
         got = loop->run_until_complete([&] {
-            int value = await(policy->submit_to(1, [] { return 40 + static_cast<int>(this_shard_id()); }));
+            int value =
+                await(policy->submit_to(1, [] { return 40 + static_cast<int>(this_shard_id()); }));
             EXPECT_THROW(await(policy->submit_to(0, []() -> int { throw std::range_error("no"); })),
                          std::range_error);
             return value;

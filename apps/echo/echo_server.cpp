@@ -106,8 +106,8 @@ int main(int argc, char** argv) {
             if (shardloop::this_shard_id() != 0) {
                 return;
             }
-            shardloop::await(server.start([] { return std::make_shared<Echo>(); }, options.host,
-                                          options.port));
+            shardloop::await(
+                server.start([] { return std::make_shared<Echo>(); }, options.host, options.port));
             std::printf("port=%u\n", server.port());
             std::fflush(stdout);
             // Serves until a signal stops the shards; closing every shard's
