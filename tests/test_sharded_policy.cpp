@@ -369,13 +369,15 @@ TEST(ShardedPolicy, ABusyShardIsNeverWokenAndASleepingOneOncePerBurst) {
     policy->run([&] {
         if (this_shard_id() == 1) {
             // Busy: a callback that reschedules itself, so the loop never sleeps.
-            auto spin = std::make_shared<std::function<void()>>();
-            *spin = [spin, &spinning] {
-                if (spinning.load()) {
-                    get_running_loop().call_soon(*spin);
+            struct Spinner {
+                std::atomic<bool>* on;
+                void operator()() const {
+                    if (on->load()) {
+                        get_running_loop().call_soon(*this);
+                    }
                 }
             };
-            get_running_loop().call_soon(*spin);
+            get_running_loop().call_soon(Spinner{&spinning});
             return;
         }
         // Once shard 1 has answered, its spinner runs (it started in the
