@@ -20,6 +20,9 @@ shardloop_install_deps() (
         libgtest-dev libgmock-dev
         libbenchmark-dev
         libuv1-dev            # the libuv echo server the echo benchmark compares with
+        node-llhttp           # llhttp's C sources, built into apps/httpd and apps/loadgen
+        curl                  # the HTTP server's end-to-end tests talk to it with curl too
+        nginx-light wrk       # the HTTP benchmark's reference server and second client
     )
 
     local missing=() pkg
