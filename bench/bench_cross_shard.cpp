@@ -128,9 +128,10 @@ private:
     cpu_set_t _saved;
 };
 
-std::shared_ptr<ShardedPolicy> make_two_shards(std::size_t queue_capacity = 1024) {
-    return std::make_shared<ShardedPolicy>(
-        ShardedPolicyOptions{.shards = 2, .cpus = two_cpus(), .queue_capacity = queue_capacity});
+std::shared_ptr<ShardedPolicy> make_two_shards(std::size_t queue_capacity = 1024,
+                                               std::chrono::nanoseconds idle_poll = {}) {
+    return std::make_shared<ShardedPolicy>(ShardedPolicyOptions{
+        .shards = 2, .cpus = two_cpus(), .queue_capacity = queue_capacity, .idle_poll = idle_poll});
 }
 
 // Keeps a loop busy: a callback that schedules itself again with call_soon
@@ -434,8 +435,13 @@ void report_wakes(benchmark::State& state, std::vector<double>& seconds) {
 // reply needs no wake-up: shard 0 is busy). To show that shard 1 really
 // slept before each message: its time asleep (slept_us) and its kernel
 // entries (enters) per message.
+// The argument is the shards' idle-poll time in us (ShardedPolicyOptions::
+// idle_poll). 0: shard 1 sleeps at once, as above. 1000 (longer than the
+// 200 us gap): shard 1 is idle but still spinning when the message comes,
+// so no wake-up is needed (slept_us ~0, spun_us ~200). 50 (shorter than the
+// gap): it spins 50 us, then sleeps, and the wake-up is back.
 void BM_WakeLatencySleepingShard(benchmark::State& state) {
-    auto policy = make_two_shards();
+    auto policy = make_two_shards(1024, std::chrono::microseconds(state.range(0)));
     ShardedPolicy* p = policy.get();
     std::vector<double> wakes;
     wakes.reserve(wake_iterations);
@@ -479,10 +485,18 @@ void BM_WakeLatencySleepingShard(benchmark::State& state) {
             static_cast<double>(after.sleep_ns - before.sleep_ns) / n * 1e-3;
         state.counters["enters"] =
             static_cast<double>(after.kernel_entries - before.kernel_entries) / n;
+        state.counters["spun_us"] =
+            static_cast<double>(after.idle_poll_ns - before.idle_poll_ns) / n * 1e-3;
     });
     report_wakes(state, wakes);
 }
-BENCHMARK(BM_WakeLatencySleepingShard)->UseManualTime()->Iterations(wake_iterations);
+BENCHMARK(BM_WakeLatencySleepingShard)
+    ->ArgName("idle_poll_us")
+    ->Arg(0)
+    ->Arg(50)
+    ->Arg(1000)
+    ->UseManualTime()
+    ->Iterations(wake_iterations);
 
 // Baseline for 2: the platform's floor for waking a thread that sleeps on
 // another CPU. A thread on the second CPU blocks in read() on an eventfd;

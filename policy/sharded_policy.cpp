@@ -248,6 +248,9 @@ struct ShardedPolicy::Run {
 
 ShardedPolicy::ShardedPolicy(ShardedPolicyOptions options)
     : _options(std::move(options)), _topology(Topology::discover()) {
+    if (_options.idle_poll.count() < 0) {
+        throw std::invalid_argument("ShardedPolicyOptions: idle_poll must not be negative");
+    }
     if (_options.queue_capacity == 0) {
         throw std::invalid_argument("ShardedPolicyOptions: queue_capacity must be at least 1");
     }
@@ -319,6 +322,7 @@ void ShardedPolicy::run_shard(Run& run, unsigned id, const std::function<void()>
         EventLoopOptions loop_options;
         loop_options.io_entries = _options.io_entries;
         loop_options.stack_size = _options.stack_size;
+        loop_options.idle_poll = _options.idle_poll;
         loop = std::make_shared<EventLoop>(loop_options);
         context.loop = loop.get();
         port.attach(*loop);

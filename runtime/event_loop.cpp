@@ -2,10 +2,12 @@
 
 #include "runtime/event_loop.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <stdexcept>
 #include <string>
 
 #include "runtime/fd_watcher.hpp"
@@ -46,7 +48,9 @@ EventLoop::EventLoop(EventLoopOptions options)
     : _reactor(detail::make_io_uring_reactor({.sq_entries = options.io_entries})),
       _inbox(std::make_shared<detail::LoopInbox>(_reactor)),
       _stacks(options.stack_size),
-      _debug(options.debug.value_or(debug_from_environment())) {}
+      _debug(options.debug.value_or(debug_from_environment())) {
+    set_idle_poll(options.idle_poll);
+}
 
 EventLoop::~EventLoop() {
     if (_running) {
@@ -173,8 +177,13 @@ void EventLoop::run_once() {
         timeout = std::chrono::nanoseconds{*deadline <= now ? 0 : *deadline - now};
     }
 
-    // 2. Before blocking, tell other threads we sleep, so that their next
-    //    call_soon_threadsafe wakes us (and only then costs a system call).
+    // 2. Before blocking, spin a while if asked to: work that arrives then
+    //    costs nobody a wake-up. Then tell other threads we sleep, so that
+    //    their next call_soon_threadsafe wakes us (and only then costs a
+    //    system call).
+    if (timeout.count() != 0 && _idle_poll.count() > 0) {
+        timeout = poll_before_sleeping(timeout);
+    }
     bool sleeping = timeout.count() != 0 && _inbox->prepare_to_sleep();
     if (sleeping && _poller != nullptr && _poller->pending()) {
         _inbox->woke_up();
@@ -221,6 +230,55 @@ void EventLoop::run_once() {
 
     // 6. The batch that is ready now.
     run_ready_batch();
+}
+
+// Spins until work shows up (returns 0: do not block) or the idle-poll time
+// or `timeout` runs out (returns what is left of `timeout`). Everything it
+// watches is a load from memory other threads or the kernel write: the
+// inbox, the cross-shard rings, the io_uring queues and flags.
+std::chrono::nanoseconds EventLoop::poll_before_sleeping(std::chrono::nanoseconds timeout) {
+    int64_t start = now_ns();
+    int64_t end = start + _idle_poll.count();
+    if (timeout.count() > 0) {
+        end = std::min(end, start + timeout.count());
+    }
+    int64_t now = start;
+    bool work = false;
+    for (unsigned spins = 1;; ++spins) {
+        if (!_inbox->empty() || _reactor->has_pending_events() ||
+            (_poller != nullptr && _poller->pending())) {
+            work = true;
+            break;
+        }
+        // The clock costs more than a look at the queues: read it now and then.
+        if (spins % 16 == 0) {
+            now = now_ns();
+            if (now >= end) {
+                break;
+            }
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    if (work) {
+        now = now_ns();
+    }
+    count(_counters.idle_poll_ns, now - start);
+    if (work) {
+        return std::chrono::nanoseconds{0};
+    }
+    if (timeout.count() < 0) {
+        return timeout;
+    }
+    return std::chrono::nanoseconds{std::max<int64_t>(0, start + timeout.count() - now)};
+}
+
+void EventLoop::set_idle_poll(std::chrono::nanoseconds duration) {
+    if (duration.count() < 0) {
+        throw std::invalid_argument("idle_poll must not be negative");
+    }
+    _idle_poll = duration;
 }
 
 void EventLoop::run_ready_batch() {
@@ -284,6 +342,7 @@ LoopStats EventLoop::stats() const noexcept {
     stats.kernel_entries = read(_counters.kernel_entries);
     stats.wakeups = read(_inbox->wakes);
     stats.sleep_ns = read(_counters.sleep_ns);
+    stats.idle_poll_ns = read(_counters.idle_poll_ns);
     stats.run_ns = read(_counters.finished_runs_ns);
     if (int64_t started = read(_counters.run_started_ns); started != 0) {
         stats.run_ns += now_ns() - started;

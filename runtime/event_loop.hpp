@@ -97,7 +97,14 @@ struct EventLoopOptions {
     std::size_t stack_size = std::size_t{128} * 1024;
 #endif
     // Debug mode; unset: on when the environment has SHARDLOOP_DEBUG=1.
-    std::optional<bool> debug;
+    std::optional<bool> debug{};
+    // Idle polling (Seastar's idle-poll-time): before blocking in the kernel,
+    // the loop spins this long watching its queues and its io_uring, so that
+    // work arriving meanwhile (a cross-shard message, a completion, a
+    // call_soon_threadsafe) costs no wake-up, which on a virtual machine
+    // takes tens of microseconds. Burns the CPU while it spins: for loops
+    // pinned to cores of their own. 0 (the default): block at once.
+    std::chrono::nanoseconds idle_poll{0};
 };
 
 class EventLoop : public std::enable_shared_from_this<EventLoop> {
@@ -349,6 +356,12 @@ public:
     // What the loop has done so far. Any thread; at most one iteration old.
     LoopStats stats() const noexcept;
 
+    // ---- Idle polling (not in asyncio; see EventLoopOptions::idle_poll) ----
+
+    std::chrono::nanoseconds idle_poll() const noexcept { return _idle_poll; }
+    // Throws std::invalid_argument naming idle_poll when negative.
+    void set_idle_poll(std::chrono::nanoseconds duration);
+
     // ---- Internals the layers below build on ----
 
     // Installs the poller the loop checks every iteration (the sharding
@@ -424,6 +437,7 @@ private:
     void adopt_new_task(detail::TaskBase* task);
     Executor& default_executor();
     void run_once();
+    std::chrono::nanoseconds poll_before_sleeping(std::chrono::nanoseconds timeout);
     void run_ready_batch();
     void run_timed(detail::Runnable* runnable);
     void drain_inbox();
@@ -458,6 +472,7 @@ private:
     bool _stopping = false;
     bool _closed = false;
     bool _debug = false;
+    std::chrono::nanoseconds _idle_poll{0};
     detail::LoopCounters _counters;
 };
 

@@ -173,6 +173,7 @@ public:
     int wait(std::chrono::nanoseconds timeout) override;
     void wake() override;
     std::size_t in_flight() const override { return _in_flight; }
+    bool has_pending_events() const noexcept override;
     std::unique_ptr<BufferRing> make_buffer_ring(uint16_t group, uint16_t count,
                                                  uint32_t size) override {
         return std::make_unique<IoUringBufferRing>(&_ring.ring, group, count, size);
@@ -381,6 +382,22 @@ void IoUringReactor::arm_wake_read() {
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_read(sqe, _wake_fd.fd, &_wake_buffer, sizeof(_wake_buffer), 0);
     io_uring_sqe_set_data(sqe, &_wake_completion);
+}
+
+bool IoUringReactor::has_pending_events() const noexcept {
+    // IORING_SQ_TASKRUN is raised by the kernel when it queues deferred
+    // task work for us (the rings are set up with IORING_SETUP_TASKRUN_FLAG):
+    // with DEFER_TASKRUN a completion is only that until an enter runs it.
+    // The ring is not modified; liburing's accessors just take it non-const.
+    auto* ring =
+        const_cast<io_uring*>(&_ring.ring);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+    unsigned kernel_flags = IO_URING_READ_ONCE(*ring->sq.kflags);
+    // Queued SQEs count only when they include the caller's: the reactor's
+    // own (the wake read) wait until the loop really sleeps, since wait(0)
+    // skips the kernel for them.
+    bool queued = _in_flight != 0 && io_uring_sq_ready(ring) != 0;
+    return queued || io_uring_cq_ready(ring) != 0 ||
+           (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
 int IoUringReactor::wait(std::chrono::nanoseconds timeout) {

@@ -22,15 +22,19 @@ namespace {
 // task anyway, so it would add nothing). R_DISABLED goes only with
 // SINGLE_ISSUER, whose owner it lets us choose.
 constexpr unsigned sized = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+// TASKRUN_FLAG (5.19, with COOP or DEFER_TASKRUN) has the kernel raise
+// IORING_SQ_TASKRUN when task work waits for us: a loop polling before it
+// sleeps sees pending completions without entering the kernel.
+constexpr unsigned taskrun_flag = IORING_SETUP_TASKRUN_FLAG;
 constexpr std::array<unsigned, 6> setup_attempts = {
     // 6.1: completions are posted only when we ask for them, on our thread.
     IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
-        IORING_SETUP_SUBMIT_ALL | sized,
+        IORING_SETUP_SUBMIT_ALL | taskrun_flag | sized,
     // 6.0
     IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_R_DISABLED | IORING_SETUP_COOP_TASKRUN |
-        IORING_SETUP_SUBMIT_ALL | sized,
+        IORING_SETUP_SUBMIT_ALL | taskrun_flag | sized,
     // 5.19: the first set tried when single_issuer is off.
-    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL | sized,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL | taskrun_flag | sized,
     // 5.18
     IORING_SETUP_SUBMIT_ALL | sized,
     // 5.6
@@ -136,6 +140,7 @@ std::string describe_io_uring_setup_flags(unsigned setup_flags) {
         {IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"},
         {IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
         {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},
+        {IORING_SETUP_TASKRUN_FLAG, "TASKRUN_FLAG"},
         {IORING_SETUP_SUBMIT_ALL, "SUBMIT_ALL"},
     };
     std::string names;

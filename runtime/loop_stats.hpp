@@ -19,7 +19,8 @@ struct LoopStats {
     uint64_t kernel_entries = 0;  // io_uring_enter calls
     uint64_t wakeups = 0;         // times another thread woke the loop from its sleep
     int64_t sleep_ns = 0;         // time spent blocked in the kernel waiting for work
-    int64_t run_ns = 0;           // time spent in run_forever (busy time: run_ns - sleep_ns)
+    int64_t idle_poll_ns = 0;     // time spent spinning before sleeping (idle polling)
+    int64_t run_ns = 0;  // time spent in run_forever (busy: run_ns - sleep_ns - idle_poll_ns)
 };
 
 namespace detail {
@@ -33,6 +34,7 @@ struct LoopCounters {
     std::atomic<uint64_t> io_completions{0};
     std::atomic<uint64_t> kernel_entries{0};
     std::atomic<int64_t> sleep_ns{0};
+    std::atomic<int64_t> idle_poll_ns{0};
     // Time of the runs that have ended, and when the current run began (0: not running).
     std::atomic<int64_t> finished_runs_ns{0};
     std::atomic<int64_t> run_started_ns{0};

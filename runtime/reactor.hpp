@@ -165,6 +165,13 @@ public:
     // Operations queued or in flight, not counting the reactor's own.
     virtual std::size_t in_flight() const = 0;
 
+    // True when the next wait() has something to do at once: operations
+    // queued but not yet submitted, completions waiting in the completion
+    // queue, or work the kernel holds for this thread (deferred task work,
+    // overflowed completions). Reads shared memory only, no system call, so
+    // a loop that polls before sleeping can call it in a tight loop.
+    virtual bool has_pending_events() const noexcept = 0;
+
     // Registers a ring of `count` (a power of two) buffers of `size` bytes as
     // buffer group `group`. Throws std::system_error when the kernel refuses.
     virtual std::unique_ptr<BufferRing> make_buffer_ring(uint16_t group, uint16_t count,
