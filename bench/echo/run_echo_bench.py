@@ -24,16 +24,17 @@ import argparse
 import json
 import os
 import platform
-import resource
-import select
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from procs import (copy_stream, fd_count, forget, median, raise_fd_limit,  # noqa: E402
+                   read_line, spawn, stop, stop_all, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -42,49 +43,8 @@ DEFAULT_SIZES = [64, 1024, 16384, 102400]
 QUICK_CONNECTIONS = [100]
 QUICK_SIZES = [64, 1024]
 
-# Every process the driver starts, so that any exit path can stop them.
-_children = []
-
-
 def fail(message):
     raise SystemExit(f"run_echo_bench: {message}")
-
-
-def raise_fd_limit():
-    """Raises the soft fd limit to the hard one, for the driver and, by
-    inheritance, every server under test: they need one fd per connection,
-    and not all of them raise the limit themselves."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def spawn(argv, **kwargs):
-    proc = subprocess.Popen(argv, **kwargs)
-    _children.append(proc)
-    return proc
-
-
-def stop(proc, grace=5.0):
-    """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc in _children:
-        _children.remove(proc)
-    return proc.returncode
-
-
-def stop_all():
-    for proc in list(_children):
-        stop(proc, grace=2.0)
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def vm_rss_kib(pid):
@@ -93,24 +53,6 @@ def vm_rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     fail(f"no VmRSS for pid {pid}")
-
-
-def wait_for(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-def read_line(proc, timeout):
-    """The next stdout line of proc, or None on timeout or end of file."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        return None
-    line = proc.stdout.readline()
-    return line.decode().strip() if line else None
 
 
 class Server:
@@ -163,13 +105,6 @@ class Server:
         return extra
 
 
-def copy_stream(stream, path):
-    with open(path, "ab") as log:
-        for line in stream:
-            log.write(line)
-            log.flush()
-
-
 def loadgen_trial(args, server, connections, size):
     argv = ["taskset", "-c", args.client_cpus, args.loadgen,
             "--host", args.host, "--port", str(server.port),
@@ -184,7 +119,7 @@ def loadgen_trial(args, server, connections, size):
     except subprocess.TimeoutExpired:
         stop(proc)
         return {"failed": f"echo_loadgen timed out after {timeout:.0f} s"}
-    _children.remove(proc)
+    forget(proc)
     if proc.returncode != 0:
         return {"failed": f"echo_loadgen exited {proc.returncode}: {err.decode().strip()}"}
     result = json.loads(out.decode().strip().splitlines()[-1])
@@ -203,11 +138,6 @@ def loadgen_trial(args, server, connections, size):
     other_us = max(0.0, result["machine_busy_us"] - cpu_us - client_us)
     result["other_cpu_share"] = other_us / window_us
     return result
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def run_load(args, servers):
