@@ -38,9 +38,8 @@ void ShardPort::send(unsigned to, ShardMessage message) {
             ++_overflowing;
         }
         overflow.push_back(std::move(message));
-    } else if (_is_written[to] == 0) {
-        _is_written[to] = 1;
-        _written.push_back(to);
+    } else {
+        mark_written(to);
     }
     _sent.store(_sent.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
@@ -56,9 +55,8 @@ void ShardPort::move_overflow(unsigned to) {
     if (overflow.empty()) {
         --_overflowing;
     }
-    if (moved && _is_written[to] == 0) {
-        _is_written[to] = 1;
-        _written.push_back(to);
+    if (moved) {
+        mark_written(to);
     }
 }
 

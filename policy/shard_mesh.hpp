@@ -64,6 +64,13 @@ public:
 private:
     void run(ShardMessage& message) noexcept;
     void move_overflow(unsigned to);
+    // Notes that the ring to `to` has unpublished messages, for flush().
+    void mark_written(unsigned to) {
+        if (_is_written[to] == 0) {
+            _is_written[to] = 1;
+            _written.push_back(to);
+        }
+    }
 
     ShardMesh& _mesh;
     unsigned _id;
