@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The main job (README). As root on a fresh Debian 12 machine:
-#   bash scripts/run.sh
-# For now: installs the dependencies, builds the `release` preset, runs every
+# Every benchmark (README). As root on a fresh Debian 12 machine:
+#   bash scripts/bench.sh
+# Installs the dependencies, builds the `release` preset, runs every
 # example program in build/release/apps/examples/ (each bounded to 10 s), then
 # every micro-benchmark in build/release/bench/ the way BENCHMARKING.md asks
 # (5 repetitions, aggregates only; quote the median), then a short echo
 # benchmark (shardloop's echo server against the raw liburing, libuv and
 # Boost.Asio servers, 100 connections, 64 B and 1 KiB, 3 alternating rounds;
-# bench/echo/README.md has the whole matrix), and prints a summary.
+# bench/echo/README.md has the whole matrix), then the HTTP benchmark
+# (shardloop_httpd against nginx, driven by shardloop_loadgen and wrk, at 1
+# core and at every core, with the load generator check; bench/http/README.md),
+# and prints a summary.
 # Each benchmark's JSON report is kept in build/release/bench-results/.
 # Exits non-zero when the build, an example or a benchmark fails.
 # Environment: JOBS (default 2) for the build.
@@ -67,6 +70,16 @@ else
     failed=1
 fi
 
+printf '\n==== HTTP benchmark (bench/http/run_http_bench.py)\n'
+http_table=$results/http.txt
+if timeout 1200 python3 bench/http/run_http_bench.py --build-dir "$build" --rounds 3 \
+    --duration 3 --client-check --json "$results/http.json" | tee "$http_table"; then
+    benchmarks+=("PASS     HTTP benchmark")
+else
+    benchmarks+=("FAIL     HTTP benchmark")
+    failed=1
+fi
+
 printf '\n==== summary\n'
 echo "examples ($build/apps/examples):"
 if ((${#examples[@]})); then
@@ -89,7 +102,11 @@ if [[ -s $echo_table ]]; then
     awk '/^conns/ { table = 1 } table && /^(server logs|wrote|WARNING)/ { table = 0 } table' \
         "$echo_table" | sed 's/^/  /'
 fi
+if [[ -s $http_table ]]; then
+    echo "HTTP benchmark (httpd against nginx; medians of 3 rounds):"
+    sed 's/^/  /' "$http_table"
+fi
 if ((failed)); then
-    echo "scripts/run.sh: FAILED"
+    echo "scripts/bench.sh: FAILED"
 fi
 exit "$failed"

@@ -23,6 +23,7 @@ shardloop_install_deps() (
         node-llhttp           # llhttp's C sources, built into apps/httpd and apps/loadgen
         curl                  # the HTTP server's end-to-end tests talk to it with curl too
         nginx-light wrk       # the HTTP benchmark's reference server and second client
+        clang libclang-rt-14-dev  # the HTTP request path's libFuzzer target (scripts/test.sh)
     )
 
     local missing=() pkg

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The main job's run (scripts/run.sh): shardloop_httpd on every CPU of the
+machine, one pinned shard each, driven by shardloop_loadgen (also one shard
+per CPU, so on a small machine the two share the CPUs) for a few seconds per
+workload; then a short table of what the server achieved, and everything it
+started is stopped. Exits non-zero when a step fails, a request fails, or
+the server does not exit cleanly on SIGTERM.
+
+Workloads: GET /plaintext without and with pipelining (16 deep), GET /json,
+a 64 KiB static file (sendfile), each over --connections keep-alive
+connections. Server CPU per request comes from /proc/PID/stat across the
+measured window (the load generator reads it, --server-pid).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from procs import copy_stream, raise_fd_limit, read_line, run_client, spawn, stop, stop_all  # noqa: E402
+
+WORKLOADS = [  # (label, path, pipeline depth)
+    ("plaintext", "/plaintext", 1),
+    ("plaintext, pipelined", "/plaintext", 16),
+    ("json", "/json", 1),
+    ("static file 64 KiB", "/static-64k.bin", 1),
+]
+
+
+def fail(message):
+    raise SystemExit(f"main_job: {message}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build-dir", default=os.path.join(REPO, "build", "release"))
+    p.add_argument("--duration", type=float, default=4.0, help="measured seconds per workload")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = p.parse_args()
+    httpd = os.path.join(args.build_dir, "apps", "httpd", "shardloop_httpd")
+    loadgen = os.path.join(args.build_dir, "apps", "loadgen", "shardloop_loadgen")
+    for path in (httpd, loadgen):
+        if not os.access(path, os.X_OK):
+            fail(f"{path} is not built")
+    raise_fd_limit()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu_list = ",".join(map(str, cpus))
+
+    root = tempfile.mkdtemp(prefix="shardloop-main-job-")
+    with open(os.path.join(root, "static-64k.bin"), "wb") as f:
+        f.write(os.urandom(64 * 1024))
+    log_path = os.path.join(root, "httpd.log")
+    with open(log_path, "ab") as log:
+        server = spawn([httpd, "--host", "127.0.0.1", "--port", "0", "--shards", str(len(cpus)),
+                        "--root", root], stdout=subprocess.PIPE, stderr=log,
+                       stdin=subprocess.DEVNULL)
+    results = []
+    failed = False
+    try:
+        line = read_line(server, timeout=10)
+        if line is None or not line.startswith("port="):
+            fail(f"shardloop_httpd did not print port=N (got {line!r}); log: {log_path}")
+        port = line.split("=", 1)[1]
+        threading.Thread(target=copy_stream, args=(server.stdout, log_path), daemon=True).start()
+        print(f"shardloop_httpd: {len(cpus)} shards on CPUs {cpu_list}, port {port}; "
+              f"shardloop_loadgen: {len(cpus)} shards, {args.connections} connections, "
+              f"{args.duration:g} s per workload", file=sys.stderr)
+        for label, path, pipeline in WORKLOADS:
+            argv = [loadgen, "--mode", "http", "--host", "127.0.0.1", "--port", port,
+                    "--path", path, "--pipeline", str(pipeline),
+                    "--connections", str(args.connections), "--shards", str(len(cpus)),
+                    "--duration", str(args.duration), "--warmup", str(args.warmup),
+                    "--server-pid", str(server.pid), "--json", "--quiet"]
+            code, out, err, _ = run_client(argv, args.duration + args.warmup + 30)
+            if code != 0:
+                print(f"{label}: shardloop_loadgen exited {code}: {err.strip()}", file=sys.stderr)
+                failed = True
+                continue
+            r = json.loads(out.strip().splitlines()[-1])
+            bad = sum(n for status, n in r["status"].items() if status != "200")
+            if r["errors"] or bad or not r["requests"]:
+                failed = True
+            results.append({"workload": label, "pipeline": pipeline, **r})
+    finally:
+        code = stop(server, grace=10)
+        stop_all()
+    if code != 0:
+        print(f"shardloop_httpd exited with status {code} on SIGTERM; log: {log_path}",
+              file=sys.stderr)
+        failed = True
+
+    print(f"\nshardloop_httpd, {len(cpus)} shards (one per CPU), driven by shardloop_loadgen "
+          f"on the same {len(cpus)} CPUs, {args.connections} connections, {args.duration:g} s "
+          "each:")
+    header = (f"{'workload':<22} {'pipe':>4} {'requests/s':>11} {'MB/s in':>8} {'p50 us':>8} "
+              f"{'p99 us':>8} {'max us':>8} {'srv CPU us/req':>14} {'errors':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        lat = r["latency_us"]
+        cpu = r.get("server_cpu_us_per_request")
+        errors = r["errors"] + sum(n for s, n in r["status"].items() if s != "200")
+        print(f"{r['workload']:<22} {r['pipeline']:>4} {r['requests_per_s']:>11.0f} "
+              f"{r['bytes_received_per_s'] / 1e6:>8.1f} {lat['p50']:>8.0f} {lat['p99']:>8.0f} "
+              f"{lat['max']:>8.0f} {'-' if cpu is None else format(cpu, '14.2f'):>14} "
+              f"{errors:>6}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
