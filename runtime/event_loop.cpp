@@ -317,6 +317,8 @@ void EventLoop::run_timed(detail::Runnable* runnable) {
     std::string name;
     if (runnable->ops == &detail::HandleState::runnable_ops) {
         name = static_cast<detail::HandleState*>(runnable)->repr();
+    } else if (detail::FdWatcher::is_watcher(runnable)) {
+        name = static_cast<detail::FdWatcher*>(runnable)->repr();
     } else {
         name = static_cast<detail::TaskBase*>(runnable)->repr();
     }

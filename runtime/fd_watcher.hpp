@@ -5,6 +5,8 @@
 // asyncio's level-triggered behaviour: while the fd stays ready the callback
 // runs once per iteration, and never twice in one.
 
+#include <string>
+
 #include "runtime/handle.hpp"
 #include "runtime/reactor.hpp"
 
@@ -22,6 +24,12 @@ public:
     void remove() noexcept;
 
     int fd() const noexcept { return _fd; }
+
+    static bool is_watcher(const Runnable* runnable) noexcept {
+        return runnable->ops == &runnable_ops;
+    }
+    // Its callback's repr (debug mode's slow-callback log).
+    std::string repr() const { return _handle ? _handle->repr() : "<fd watcher>"; }
 
 private:
     static const Runnable::Ops runnable_ops;

@@ -439,6 +439,25 @@ int IoUringReactor::wait(std::chrono::nanoseconds timeout) {
     return reap();
 }
 
+// Up to reap_batch CQEs already in the CQ, without entering the kernel.
+// liburing's io_uring_peek_batch_cqe enters it when the CQ is empty and the
+// kernel flags pending task work (IORING_SQ_TASKRUN, which our rings raise
+// for idle polling): reap() would then keep running completions that keep
+// arriving, and one iteration could last as long as the traffic does, with
+// timers, ready callbacks and submissions waiting behind it.
+unsigned peek_ready(io_uring* ring, std::array<io_uring_cqe*, reap_batch>& cqes) {
+    unsigned count = 0;
+    unsigned head = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(ring, head, cqe) {
+        cqes[count] = cqe;
+        if (++count == reap_batch) {
+            break;
+        }
+    }
+    return count;
+}
+
 // Dispatches every CQE until the CQ is empty. Each CQE is copied out and its
 // slot released before its handler runs: a handler may submit, a full SQ then
 // enters the kernel, and new CQEs may land in released slots. Slots not yet
@@ -450,7 +469,7 @@ int IoUringReactor::reap() {
     int dispatched = 0;
     bool flushed_overflow = false;
     for (;;) {
-        unsigned count = io_uring_peek_batch_cqe(ring, cqes.data(), reap_batch);
+        unsigned count = peek_ready(ring, cqes);
         if (count == 0) {
             // With IORING_FEAT_NODROP (5.5) CQEs that found the CQ full wait
             // in a kernel list; IORING_SQ_CQ_OVERFLOW says so, and an enter

@@ -102,6 +102,21 @@ TEST_F(FdWatcherTest, ReaderRunsWhenDataIsWritten) {
     EXPECT_TRUE(loop->remove_reader(pipe.read_end));
 }
 
+// Debug mode times every callback and names the slow ones: a watcher's
+// callback is neither a handle nor a task, and is named by its handle.
+TEST_F(FdWatcherTest, ReaderRunsAndIsTimedInDebugMode) {
+    testing::LogCapture logs;
+    loop->set_debug(true);
+    loop->slow_callback_duration = 0;  // every callback counts as slow
+    Pipe pipe;
+    int calls = 0;
+    loop->add_reader(pipe.read_end, [&calls] { ++calls; });
+    write_all(pipe.write_end, "x");
+    run_until([&] { return calls >= 1; });
+    EXPECT_TRUE(loop->remove_reader(pipe.read_end));
+    EXPECT_TRUE(logs.contains(LogLevel::warning, "Executing <Handle")) << "no slow-callback log";
+}
+
 // asyncio's readers are level-triggered: while data stays unread the reader
 // runs once per iteration, never twice in one; remove_reader stops it.
 TEST_F(FdWatcherTest, ReaderRunsOncePerIterationWhileDataRemainsUntilRemoved) {

@@ -7,6 +7,7 @@
 // test_transports.py, test_events.py) name the original; the fixture checks
 // at teardown that no fd, task or fiber stack leaked.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "shardloop.hpp"
@@ -81,6 +83,50 @@ TEST_F(StreamTransportTest, ConnectionMadeComesBeforeAnyDataReceived) {
 
     transport->close();
     run_until([&] { return protocol->lost == 1; });
+}
+
+// A peer that answers at once keeps completions coming: an iteration must
+// still end after the completions it found, so that timers and the ready
+// queue get their turn (liburing's batch peek would enter the kernel for
+// the task work that keeps arriving, and the iteration would last as long
+// as the traffic). The peer is a thread echoing on a blocking socket; the
+// loop's side sends a copy, which write() sends at once.
+TEST_F(StreamTransportTest, EndlessPingPongDoesNotHoldAnIterationOrATimer) {
+    SocketPair pair;
+    int flags = ::fcntl(pair.b.get(), F_GETFL);
+    ASSERT_EQ(::fcntl(pair.b.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+    std::thread echo([fd = pair.b.get()] {
+        char buffer[256];
+        for (;;) {
+            ssize_t n = ::read(fd, buffer, sizeof buffer);
+            if (n <= 0 || ::write(fd, buffer, static_cast<std::size_t>(n)) != n) {
+                return;
+            }
+        }
+    });
+    auto ping = std::make_shared<RecordingProtocol>();
+    uint64_t exchanges = 0;
+    ping->on_data = [&](std::string_view data) {
+        ++exchanges;
+        std::string copy(data);
+        ping->transport()->write(copy);
+    };
+    auto a = connect(pair.a, ping);
+    a->write("ping");
+    LoopStats before = loop->stats();
+    bool fired = false;
+    loop->call_later(0.05, [&] { fired = true; });
+    run_until([&] { return fired; }, 2.0);
+    LoopStats after = loop->stats();
+    uint64_t iterations = after.iterations - before.iterations;
+    EXPECT_GT(exchanges, 10u);
+    EXPECT_GT(iterations, 10u);
+    // One message in flight: a few completions per iteration, not thousands.
+    EXPECT_LT((after.io_completions - before.io_completions) / iterations, 16u);
+    ::shutdown(pair.b.get(), SHUT_RDWR);  // ends the echo thread
+    echo.join();
+    a->close();
+    run_until([&] { return ping->lost == 1; });
 }
 
 // test_events.py _basetest_create_connection: get_extra_info("socket"),
