@@ -99,7 +99,7 @@ TEST_F(StreamTransportTest, EndlessPingPongDoesNotHoldAnIterationOrATimer) {
         char buffer[256];
         for (;;) {
             ssize_t n = ::read(fd, buffer, sizeof buffer);
-            if (n <= 0 || ::write(fd, buffer, static_cast<std::size_t>(n)) != n) {
+            if (n <= 0 || ::send(fd, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
                 return;
             }
         }
