@@ -5,9 +5,10 @@
 # 2. checks formatting, when clang-format is installed;
 # 3. builds the `debug` preset and runs the whole ctest suite;
 # 4. the same with the `asan` preset (AddressSanitizer + UBSan, leaks on);
-# 5. builds a program against the installed and the vendored library
+# 5. runs the libFuzzer target of the HTTP request path for a minute;
+# 6. builds a program against the installed and the vendored library
 #    (scripts/check-consumer.sh);
-# 6. the same with the `tsan` preset (ThreadSanitizer), which covers the
+# 7. the same with the `tsan` preset (ThreadSanitizer), which covers the
 #    cross-shard tests (label `crossshard`) and the fiber switch annotations.
 # A failed step does not stop the independent ones after it; the summary at
 # the end lists every step, and the exit status is non-zero if any failed.
@@ -95,6 +96,11 @@ fi
 
 suite debug
 suite asan
+
+# libFuzzer (clang, AddressSanitizer + UBSan) on the HTTP request path of
+# apps/httpd; the script skips, with a message, when clang's libFuzzer is
+# missing.
+step "fuzz: HTTP request path (60 s)" bash apps/httpd/fuzz/run_fuzz.sh 60
 
 step "consumer (install, add_subdirectory)" bash scripts/check-consumer.sh
 

@@ -229,9 +229,12 @@ def wrk_trial(args, server, cpus, pipeline):
     if not rate or not total:
         return {"failed": f"cannot read wrk's output: {out[-300:]}"}
     requests = int(total.group(1))
+    # With pipelining wrk times only the first response of each batch, and
+    # its percentiles come out as 0.00us: they are not reported.
+    timed = pipeline == 1
     return {"requests_per_s": float(rate.group(1)), "requests": requests,
-            "p50_us": wrk_latency_us(p50.group(1)) if p50 else None,
-            "p99_us": wrk_latency_us(p99.group(1)) if p99 else None,
+            "p50_us": wrk_latency_us(p50.group(1)) if p50 and timed else None,
+            "p99_us": wrk_latency_us(p99.group(1)) if p99 and timed else None,
             "server_cpu_s": server_cpu,
             "cpu_us_per_req": server_cpu * 1e6 / requests if requests else None,
             "client_cpu_us_per_req": client_cpu * 1e6 / requests if requests else None,
@@ -328,7 +331,8 @@ def print_table(args, rows):
     print(f"\nGET /plaintext, {args.connections} connections, {args.duration:g} s per trial, "
           f"medians of {args.rounds} rounds. cpu/req: server CPU time per request (us).\n"
           "ratio columns: medians of the per-round ratios httpd / nginx "
-          "(target: req/s >= 1.2, cpu/req <= 0.8).")
+          "(target: req/s >= 1.2, cpu/req <= 0.8). wrk's latencies with pipelining are not "
+          "usable (it times one response per batch): '-'.")
     header = (f"{'placement':<9} {'client':<7} {'pipe':>4} | {'httpd req/s':>11} {'p99us':>7} "
               f"{'cpu/req':>7} | {'nginx req/s':>11} {'p99us':>7} {'cpu/req':>7} | "
               f"{'req/s x':>7} {'cpu x':>6} {'err':>3}")
