@@ -2,8 +2,12 @@
 bench/http/run_http_bench.py): starting servers and clients, stopping them
 on every way out, reading their first lines, and their CPU time from /proc."""
 
+import json
 import os
+import platform
 import resource
+import shlex
+import sys
 import select
 import signal
 import statistics
@@ -131,3 +135,13 @@ def run_client(argv, timeout):
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def write_json_report(path, output, args):
+    """Writes a driver's results with its settings and the machine's facts."""
+    output["settings"] = {k: v for k, v in vars(args).items()}
+    output["machine"] = {"kernel": platform.release(), "cpus": os.cpu_count(),
+                         "command": " ".join(shlex.quote(a) for a in sys.argv)}
+    with open(path, "w") as out:
+        json.dump(output, out, indent=1)
+    print(f"wrote {path}", file=sys.stderr)

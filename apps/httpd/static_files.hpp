@@ -21,34 +21,11 @@
 #include <string_view>
 #include <utility>
 
+#include "net/unique_fd.hpp"
+
 namespace shardloop::httpd {
 
-// An owned file descriptor, closed on destruction.
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) noexcept : _fd(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : _fd(std::exchange(other._fd, -1)) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept {
-        if (this != &other) {
-            reset(std::exchange(other._fd, -1));
-        }
-        return *this;
-    }
-    ~UniqueFd() { reset(); }
-
-    int get() const noexcept { return _fd; }
-    explicit operator bool() const noexcept { return _fd >= 0; }
-    void reset(int fd = -1) noexcept {
-        if (_fd >= 0) {
-            ::close(_fd);
-        }
-        _fd = fd;
-    }
-
-private:
-    int _fd = -1;
-};
+using UniqueFd = shardloop::detail::UniqueFd;
 
 enum class PathStatus : uint8_t { ok, bad_request, forbidden, not_found };
 

@@ -23,7 +23,6 @@ with "--port 0" appended and must print "port=N" as its first stdout line.
 import argparse
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -34,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from procs import (copy_stream, fd_count, forget, median, raise_fd_limit,  # noqa: E402
-                   read_line, spawn, stop, stop_all, wait_for)
+                   read_line, spawn, stop, stop_all, wait_for, write_json_report)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -395,12 +394,7 @@ def main():
         stop_all()
     print(f"server logs: {log_dir}", file=sys.stderr)
     if args.json:
-        output["settings"] = {k: v for k, v in vars(args).items()}
-        output["machine"] = {"kernel": platform.release(), "cpus": os.cpu_count(),
-                             "command": " ".join(shlex.quote(a) for a in sys.argv)}
-        with open(args.json, "w") as out:
-            json.dump(output, out, indent=1)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json_report(args.json, output, args)
     return 0
 
 

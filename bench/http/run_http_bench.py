@@ -27,22 +27,20 @@ the two clients' rates side by side (the table's loadgen and wrk rows).
 import argparse
 import json
 import os
-import platform
 import re
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from procs import (child_pids, copy_stream, cpu_seconds, median, raise_fd_limit,  # noqa: E402
-                   read_line, run_client, spawn, stop, stop_all, wait_for)
+                   read_line, run_client, spawn, stop, stop_all, wait_for,
+                   write_json_report)
 
 BODY = "Hello, World!"
 
@@ -499,12 +497,7 @@ def main():
         stop_all()
     print(f"logs: {log_dir}", file=sys.stderr)
     if args.json:
-        output["settings"] = {k: v for k, v in vars(args).items()}
-        output["machine"] = {"kernel": platform.release(), "cpus": os.cpu_count(),
-                             "command": " ".join(shlex.quote(a) for a in sys.argv)}
-        with open(args.json, "w") as out:
-            json.dump(output, out, indent=1)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json_report(args.json, output, args)
     failed = sum(r["failed"] for r in output.get("summary", []))
     return 1 if failed else 0
 

@@ -16,6 +16,7 @@ set -euo pipefail
 seconds="${1:-30}"
 here="$(cd "$(dirname "$0")" && pwd)"
 src="$(dirname "$here")"
+repo="$(cd "$src/../.." && pwd)"  # for net/unique_fd.hpp
 cxx="${CXX_FUZZ:-clang++}"
 cc="${cxx/clang++/clang}"
 llhttp_src=/usr/share/llhttp
@@ -46,11 +47,11 @@ for c in llhttp api http; do
     objects+=("$work/obj/llhttp_$c.o")
 done
 for source in http_date http_parser http_session request_handler response_writer static_files; do
-    "$cxx" -std=c++20 -O1 -g $sanitize -fno-omit-frame-pointer -I"$src" -I"$llhttp_include" \
+    "$cxx" -std=c++20 -O1 -g $sanitize -fno-omit-frame-pointer -I"$src" -I"$repo" -I"$llhttp_include" \
         -c "$src/$source.cpp" -o "$work/obj/$source.o"
     objects+=("$work/obj/$source.o")
 done
-"$cxx" -std=c++20 -O1 -g $sanitize -fno-omit-frame-pointer -I"$src" -I"$llhttp_include" \
+"$cxx" -std=c++20 -O1 -g $sanitize -fno-omit-frame-pointer -I"$src" -I"$repo" -I"$llhttp_include" \
     -c "$here/fuzz_request.cpp" -o "$work/obj/fuzz_request.o"
 "$cxx" -fsanitize=fuzzer,address,undefined "$work/obj/fuzz_request.o" "${objects[@]}" \
     -o "$work/fuzz_request"
