@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -132,7 +133,9 @@ int main(int argc, char** argv) {
         std::shared_ptr<ShardedPolicy> policy;
         try {
             policy = std::make_shared<ShardedPolicy>(
-                ShardedPolicyOptions{.shards = options.shards, .cpus = options.cpus});
+                ShardedPolicyOptions{.shards = options.shards,
+                                     .cpus = options.cpus,
+                                     .idle_poll = std::chrono::microseconds(options.idle_poll_us)});
         } catch (const std::invalid_argument& e) {
             std::fprintf(stderr, "%s: --shards/--cpus: %s\n", program, e.what());
             return 2;

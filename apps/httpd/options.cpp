@@ -97,8 +97,9 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
             return result;
         };
         static constexpr std::string_view known[] = {
-            "--host", "--port",         "--shards",           "--cpus",
-            "--root", "--idle-timeout", "--max-header-bytes", "--max-body-bytes"};
+            "--host",     "--port",         "--shards",           "--cpus",
+            "--root",     "--idle-timeout", "--max-header-bytes", "--max-body-bytes",
+            "--idle-poll"};
         bool is_known = false;
         for (std::string_view option : known) {
             is_known = is_known || name == option;
@@ -167,6 +168,12 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
                 return bad("a byte count from 0 to 2^50");
             }
             options.max_body_bytes = static_cast<std::size_t>(*bytes);
+        } else if (name == "--idle-poll") {
+            auto micros = parse_whole(value, 0, 1'000'000);
+            if (!micros) {
+                return bad("microseconds from 0 to 1000000");
+            }
+            options.idle_poll_us = *micros;
         }
     }
     if (!options.cpus.empty() && options.shards != 0 && options.shards != options.cpus.size()) {
@@ -181,7 +188,8 @@ std::string usage_text(std::string_view program) {
     text.append(program);
     text.append(
         " [--host ADDR] [--port N] [--shards N] [--cpus LIST] [--root DIR]\n"
-        "       [--idle-timeout SECONDS] [--max-header-bytes N] [--max-body-bytes N] [--help]\n"
+        "       [--idle-timeout SECONDS] [--max-header-bytes N] [--max-body-bytes N]\n"
+        "       [--idle-poll MICROSECONDS] [--help]\n"
         "\n"
         "An HTTP/1.1 server on shardloop: one shard (a loop pinned to its core) per core,\n"
         "each listening on the port with SO_REUSEPORT. Routes: GET /plaintext, GET /json,\n"
@@ -199,6 +207,9 @@ std::string usage_text(std::string_view program) {
         "  --max-header-bytes N    largest request line + header section, in bytes; larger\n"
         "                          requests get 431 (default 8192)\n"
         "  --max-body-bytes N      largest request body; larger ones get 413 (default 1048576)\n"
+        "  --idle-poll MICROSECONDS  a shard with nothing to do spins this long before it\n"
+        "                          sleeps, so that a request arriving meanwhile needs no\n"
+        "                          wake-up; costs CPU while it spins (default 0: sleep at once)\n"
         "  --help                  this text\n"
         "\n"
         "SIGINT or SIGTERM drains: the server stops accepting, finishes the responses in\n"

@@ -20,6 +20,7 @@ struct Options {
     double idle_timeout = 10.0;  // seconds
     std::size_t max_header_bytes = 8192;
     std::size_t max_body_bytes = std::size_t{1} << 20;
+    uint64_t idle_poll_us = 0;  // spin this long before a shard sleeps (0: never)
 };
 
 struct CommandLine {

@@ -347,8 +347,9 @@ TEST(HttpdEndToEnd, BadOptionValuesExitTwoNamingTheOption) {
 TEST(HttpdEndToEnd, HelpExplainsEveryOption) {
     Outcome help = run_binary({"--help"});
     EXPECT_EQ(help.exit_code, 0);
-    for (std::string_view option : {"--host", "--port", "--shards", "--cpus", "--root",
-                                    "--idle-timeout", "--max-header-bytes", "--max-body-bytes"}) {
+    for (std::string_view option :
+         {"--host", "--port", "--shards", "--cpus", "--root", "--idle-timeout",
+          "--max-header-bytes", "--max-body-bytes", "--idle-poll"}) {
         EXPECT_NE(help.out.find(option), std::string::npos) << option;
     }
 }

@@ -239,9 +239,9 @@ TEST(Options, Defaults) {
 }
 
 TEST(Options, EveryOptionTakesItsValue) {
-    CommandLine line =
-        parse({"--host", "0.0.0.0", "--port=0", "--shards", "2", "--cpus", "0,1", "--root", "/srv",
-               "--idle-timeout", "0.5", "--max-header-bytes", "1024", "--max-body-bytes=0"});
+    CommandLine line = parse({"--host", "0.0.0.0", "--port=0", "--shards", "2", "--cpus", "0,1",
+                              "--root", "/srv", "--idle-timeout", "0.5", "--max-header-bytes",
+                              "1024", "--max-body-bytes=0", "--idle-poll", "50"});
     ASSERT_TRUE(line.error.empty()) << line.error;
     EXPECT_EQ(line.options.host, "0.0.0.0");
     EXPECT_EQ(line.options.port, 0);
@@ -251,6 +251,7 @@ TEST(Options, EveryOptionTakesItsValue) {
     EXPECT_EQ(line.options.idle_timeout, 0.5);
     EXPECT_EQ(line.options.max_header_bytes, 1024u);
     EXPECT_EQ(line.options.max_body_bytes, 0u);
+    EXPECT_EQ(line.options.idle_poll_us, 50u);
     EXPECT_EQ(parse({"--cpus", "2-4,7"}).options.cpus, (std::vector<unsigned>{2, 3, 4, 7}));
     EXPECT_TRUE(parse({"--help"}).help);
 }
@@ -273,6 +274,7 @@ TEST(Options, BadValuesNameTheOption) {
              Case{{"--max-header-bytes", "8"}, "--max-header-bytes"},
              Case{{"--max-body-bytes", "1e6"}, "--max-body-bytes"},
              Case{{"--root", ""}, "--root"},
+             Case{{"--idle-poll", "2000000"}, "--idle-poll"},
              Case{{"--bogus"}, "--bogus"},
              Case{{"--shards", "3", "--cpus", "0,1"}, "--shards"},
          }) {
