@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -66,15 +67,15 @@ def accepts(port):
 class Httpd:
     name = "httpd"
 
-    def __init__(self, binary, cpus, log_dir):
-        self.binary, self.cpus = binary, cpus
+    def __init__(self, binary, cpus, log_dir, extra_args=()):
+        self.binary, self.cpus, self.extra_args = binary, cpus, list(extra_args)
         self.log_path = os.path.join(log_dir, "httpd.log")
         self.proc = self.port = None
 
     def start(self):
         argv = ["taskset", "-c", ",".join(map(str, self.cpus)), self.binary,
                 "--host", "127.0.0.1", "--port", "0", "--shards", str(len(self.cpus)),
-                "--cpus", ",".join(map(str, self.cpus))]
+                "--cpus", ",".join(map(str, self.cpus))] + self.extra_args
         with open(self.log_path, "ab") as log:
             self.proc = spawn(argv, stdout=subprocess.PIPE, stderr=log,
                               stdin=subprocess.DEVNULL)
@@ -258,7 +259,7 @@ def run(args, log_dir):
     trials = []
     clients = [("loadgen", loadgen_trial)] + ([("wrk", wrk_trial)] if args.wrk else [])
     for placement, (server_cpus, client_cpus) in placements(args).items():
-        servers = [Httpd(args.httpd, server_cpus, log_dir),
+        servers = [Httpd(args.httpd, server_cpus, log_dir, shlex.split(args.httpd_args)),
                    Nginx(args.nginx, server_cpus, log_dir)]
         for server in servers:
             server.start()
@@ -444,6 +445,8 @@ def parse_args():
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per trial")
     p.add_argument("--warmup", type=float, default=0.5,
                    help="unmeasured seconds per loadgen trial (wrk has none)")
+    p.add_argument("--httpd-args", default="",
+                   help="more options for shardloop_httpd, e.g. '--idle-poll 50'")
     p.add_argument("--client-check", action="store_true",
                    help="also compare shardloop_loadgen with the raw liburing echo client")
     p.add_argument("--json", metavar="FILE", help="also write every trial and the summary here")
