@@ -5,7 +5,7 @@
 # 2. checks formatting, when clang-format is installed;
 # 3. builds the `debug` preset and runs the whole ctest suite;
 # 4. the same with the `asan` preset (AddressSanitizer + UBSan, leaks on);
-# 5. runs the libFuzzer target of the HTTP request path for a minute;
+# 5. runs the libFuzzer target of the HTTP request path for 30 seconds;
 # 6. builds a program against the installed and the vendored library
 #    (scripts/check-consumer.sh);
 # 7. the same with the `tsan` preset (ThreadSanitizer), which covers the
@@ -100,7 +100,7 @@ suite asan
 # libFuzzer (clang, AddressSanitizer + UBSan) on the HTTP request path of
 # apps/httpd; the script skips, with a message, when clang's libFuzzer is
 # missing.
-step "fuzz: HTTP request path (60 s)" bash apps/httpd/fuzz/run_fuzz.sh 60
+step "fuzz: HTTP request path (30 s)" bash apps/httpd/fuzz/run_fuzz.sh 30
 
 step "consumer (install, add_subdirectory)" bash scripts/check-consumer.sh
 
