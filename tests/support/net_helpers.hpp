@@ -31,35 +31,14 @@
 #include <utility>
 #include <vector>
 
+#include "net/unique_fd.hpp"
 #include "shardloop.hpp"
 
 namespace shardloop::testing {
 
 // Owns a raw fd (the far end of a connection, a socket handed to the loop
 // later, ...) and closes it unless released.
-class OwnedFd {
-public:
-    OwnedFd() = default;
-    explicit OwnedFd(int fd) noexcept : _fd(fd) {}
-    OwnedFd(OwnedFd&& other) noexcept : _fd(std::exchange(other._fd, -1)) {}
-    OwnedFd& operator=(OwnedFd&& other) noexcept {
-        reset(std::exchange(other._fd, -1));
-        return *this;
-    }
-    ~OwnedFd() { reset(); }
-
-    int get() const noexcept { return _fd; }
-    int release() noexcept { return std::exchange(_fd, -1); }
-    void reset(int fd = -1) noexcept {
-        if (_fd >= 0) {
-            ::close(_fd);
-        }
-        _fd = fd;
-    }
-
-private:
-    int _fd = -1;
-};
+using OwnedFd = detail::UniqueFd;
 
 // Records every call its transport makes; echoes what it receives when
 // asked to. Keeps the transport after connection_lost for inspection (the
