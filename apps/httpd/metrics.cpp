@@ -96,8 +96,13 @@ std::string format_metrics(std::span<const ShardMetrics> shards) {
                    "Time the loop spent blocked in the kernel waiting for work."},
                   shards, [](const ShardMetrics& s) { return s.sleep_seconds; });
     append_family(out,
+                  {"shardloop_loop_idle_poll_seconds_total", "counter",
+                   "Time the loop spent spinning idle before sleeping (--idle-poll)."},
+                  shards, [](const ShardMetrics& s) { return s.idle_poll_seconds; });
+    append_family(out,
                   {"shardloop_loop_run_seconds_total", "counter",
-                   "Time the loop spent in run_forever (busy time is run minus sleep)."},
+                   "Time the loop spent in run_forever (busy time is run minus sleep and idle "
+                   "polling)."},
                   shards, [](const ShardMetrics& s) { return s.run_seconds; });
     // The HTTP server's counters.
     append_family(out, {"httpd_requests_total", "counter", "Complete HTTP requests answered."},

@@ -26,6 +26,7 @@ struct ShardMetrics {
     uint64_t messages_sent = 0;
     uint64_t messages_received = 0;
     double sleep_seconds = 0;
+    double idle_poll_seconds = 0;
     double run_seconds = 0;
     // The shard's HTTP server.
     ServerCounters server;

@@ -125,6 +125,7 @@ ShardMetrics ShardState::snapshot() const {
     metrics.messages_sent = stats.messages_sent;
     metrics.messages_received = stats.messages_received;
     metrics.sleep_seconds = static_cast<double>(stats.sleep_ns) * 1e-9;
+    metrics.idle_poll_seconds = static_cast<double>(stats.idle_poll_ns) * 1e-9;
     metrics.run_seconds = static_cast<double>(stats.run_ns) * 1e-9;
     metrics.server = _counters;
     return metrics;

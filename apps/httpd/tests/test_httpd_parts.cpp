@@ -191,6 +191,7 @@ TEST(Metrics, OneSeriesPerShardWithHelpAndType) {
     a.shard = 0;
     a.iterations = 10;
     a.sleep_seconds = 1.5;
+    a.idle_poll_seconds = 0.25;
     a.server.requests = 7;
     a.server.responses_by_class[1] = 6;
     ShardMetrics b;
@@ -204,6 +205,8 @@ TEST(Metrics, OneSeriesPerShardWithHelpAndType) {
     EXPECT_NE(text.find("shardloop_loop_iterations_total{shard=\"0\"} 10\n"), std::string::npos);
     EXPECT_NE(text.find("shardloop_loop_iterations_total{shard=\"1\"} 20\n"), std::string::npos);
     EXPECT_NE(text.find("shardloop_loop_sleep_seconds_total{shard=\"0\"} 1.5"), std::string::npos);
+    EXPECT_NE(text.find("shardloop_loop_idle_poll_seconds_total{shard=\"0\"} 0.25"),
+              std::string::npos);
     EXPECT_NE(text.find("httpd_requests_total{shard=\"0\"} 7\n"), std::string::npos);
     EXPECT_NE(text.find("httpd_responses_total{shard=\"0\",class=\"2xx\"} 6\n"), std::string::npos);
     EXPECT_NE(text.find("# TYPE httpd_open_connections gauge\n"), std::string::npos);
