@@ -132,6 +132,11 @@ def run_client(argv, timeout):
     return proc.returncode, out.decode(), err.decode(), cpu
 
 
+def fmt(value, spec):
+    """A table cell: `value` formatted, or "-" when there is none."""
+    return "-" if value is None else format(value, spec)
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

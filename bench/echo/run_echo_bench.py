@@ -32,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from procs import (copy_stream, fd_count, forget, median, raise_fd_limit,  # noqa: E402
+from procs import (copy_stream, fd_count, fmt, forget, median, raise_fd_limit,  # noqa: E402
                    read_line, spawn, stop, stop_all, wait_for, write_json_report)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -217,10 +217,6 @@ def summarize(args, servers, configs, trials):
             entry["cpu_ratio"] = median(cpu_ratios)
             summary.append(entry)
     return summary
-
-
-def fmt(value, spec):
-    return "-" if value is None else format(value, spec)
 
 
 def print_table(args, summary):

@@ -39,7 +39,7 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from procs import (child_pids, copy_stream, cpu_seconds, median, raise_fd_limit,  # noqa: E402
+from procs import (child_pids, copy_stream, cpu_seconds, fmt, median, raise_fd_limit,  # noqa: E402
                    read_line, run_client, spawn, stop, stop_all, wait_for,
                    write_json_report)
 
@@ -320,10 +320,6 @@ def summarize(trials):
         row["rps_ratio"], row["cpu_ratio"] = median(rps), median(cpu)
         rows.append(row)
     return rows
-
-
-def fmt(value, spec):
-    return "-" if value is None else format(value, spec)
 
 
 def print_table(args, rows):
