@@ -41,6 +41,10 @@ UniqueFd bind_listening_socket(const AddrInfo& info, const ServerOptions& option
     if (options.reuse_port) {
         set_socket_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
     }
+    if (options.incoming_cpu >= 0) {
+        set_socket_option(fd.get(), SOL_SOCKET, SO_INCOMING_CPU, options.incoming_cpu,
+                          "SO_INCOMING_CPU");
+    }
     if (options.keep_alive) {
         set_socket_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
     }
@@ -99,6 +103,13 @@ Future<std::shared_ptr<Server>> EventLoop::create_server(ProtocolFactory factory
     if (options.backlog < 0) {
         throw std::invalid_argument("create_server: backlog must be >= 0");
     }
+    // The kernel takes any number and would silently never match it.
+    long cpus = ::sysconf(_SC_NPROCESSORS_CONF);
+    if (options.incoming_cpu < -1 || options.incoming_cpu >= cpus) {
+        throw std::invalid_argument("create_server: incoming_cpu must be -1 or a CPU below " +
+                                    std::to_string(cpus) + ", not " +
+                                    std::to_string(options.incoming_cpu));
+    }
     if (options.sock >= 0) {
         if (!hosts.empty() || port != 0) {
             throw std::invalid_argument("host/port and sock can not be specified at the same time");
@@ -110,6 +121,10 @@ Future<std::shared_ptr<Server>> EventLoop::create_server(ProtocolFactory factory
             std::vector<detail::UniqueFd> sockets;
             if (options.sock >= 0) {
                 sockets.emplace_back(options.sock);
+                if (options.incoming_cpu >= 0) {
+                    detail::set_socket_option(options.sock, SOL_SOCKET, SO_INCOMING_CPU,
+                                              options.incoming_cpu, "SO_INCOMING_CPU");
+                }
             } else {
                 if (hosts.empty()) {
                     hosts.emplace_back();  // every interface: getaddrinfo(None, port, AI_PASSIVE)

@@ -52,6 +52,13 @@ struct ServerOptions {
     bool reuse_port = false;
     bool keep_alive = false;
     bool start_serving = true;
+    // SO_INCOMING_CPU on the listening sockets (-1: not set). Among
+    // reuse_port listeners the kernel (Linux 6.1 and newer) gives a new
+    // connection to one whose incoming_cpu is the CPU that received the
+    // connection's packet, and to the hashed one when none is. A server on
+    // a thread pinned to that CPU then serves its connections where their
+    // packets are processed. Not an asyncio option.
+    int incoming_cpu = -1;
 };
 
 struct UnixConnectionOptions {

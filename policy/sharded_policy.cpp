@@ -56,6 +56,8 @@ void ShardedPolicyBase::check_shard(unsigned shard, const char* what) const {
 
 unsigned this_shard_id() { return detail::current_shard_or_throw("this_shard_id").id; }
 
+int this_shard_cpu() { return detail::current_shard_or_throw("this_shard_cpu").cpu; }
+
 unsigned shard_count() {
     return detail::current_shard_or_throw("shard_count").policy->shard_count();
 }
@@ -318,6 +320,7 @@ void ShardedPolicy::run_shard(Run& run, unsigned id, const std::function<void()>
     try {
         if (_options.pin) {
             _topology.pin_this_thread_to_cpu(_cpus[id]);
+            context.cpu = static_cast<int>(_cpus[id]);
         }
         EventLoopOptions loop_options;
         loop_options.io_entries = _options.io_entries;

@@ -76,6 +76,7 @@ namespace detail {
 struct ShardContext {
     class ShardedPolicyBase* policy = nullptr;
     unsigned id = 0;
+    int cpu = -1;  // the CPU the shard is pinned to; -1 when not pinned
     ShardPort* port = nullptr;
     EventLoop* loop = nullptr;
     ReplySlotBase* replies = nullptr;  // futures of this shard waiting for another
@@ -214,6 +215,8 @@ private:
 // RuntimeError on a thread that is not a shard).
 unsigned this_shard_id();
 unsigned shard_count();
+// The CPU the calling shard is pinned to, or -1 when the policy does not pin.
+int this_shard_cpu();
 // Whether the calling thread is a shard.
 bool on_shard() noexcept;
 

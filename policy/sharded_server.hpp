@@ -25,12 +25,33 @@
 
 namespace shardloop {
 
+// How the kernel chooses the shard that accepts a new connection.
+enum class ConnectionSpread {
+    // SO_REUSEPORT's hash of the connection's addresses and ports: even over
+    // the shards, wherever the connection's packets are processed.
+    hash,
+    // The shard pinned to the CPU that processed the connection's first
+    // packet (ServerOptions::incoming_cpu on each shard's listener), the
+    // hashed one when no shard is on that CPU. Request and response are
+    // then handled on one CPU: no wake-up crosses cores, which is what
+    // costs most at light load. Connections follow the CPUs that process
+    // packets (the NIC's receive queues, RPS, or the client's CPU on
+    // loopback), so a machine that processes them on fewer CPUs than it has
+    // shards leaves the other shards without connections. Needs pinned
+    // shards.
+    incoming_cpu,
+};
+
 class ShardedServer {
 public:
+    explicit ShardedServer(ConnectionSpread spread = ConnectionSpread::hash) : _spread(spread) {}
+
     // Creates the server on the calling shard first (so that port 0 picks
     // the port), then on every other shard at that port, each with
     // reuse_port set. Fails with create_server's error (address in use,
-    // say) after closing the servers already created.
+    // say) after closing the servers already created, and with
+    // std::invalid_argument when the spread is incoming_cpu and the shards
+    // are not pinned.
     Task<void> start(ProtocolFactory factory, std::string host, uint16_t port,
                      ServerOptions options = {});
 
@@ -59,6 +80,7 @@ private:
 
     Sharded<Slot> _servers;
     std::atomic<uint16_t> _port{0};
+    ConnectionSpread _spread;
 };
 
 }  // namespace shardloop

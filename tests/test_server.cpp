@@ -217,6 +217,28 @@ TEST_F(ServerTest, ReuseAddressIsOnByDefault) {
     shut_down(without);
 }
 
+// incoming_cpu sets SO_INCOMING_CPU on the listening sockets (what it does
+// to a reuse_port group is tested with ShardedServer); a number that is
+// not a CPU of this machine is refused before anything is bound.
+TEST_F(ServerTest, IncomingCpuIsSetOnTheListeningSocketsAndChecked) {
+    ProtocolLog accepted;
+    auto steered = serve(accepted.factory(), "127.0.0.1", 0, {.incoming_cpu = 0});
+    auto standard = serve(accepted.factory());
+    EXPECT_EQ(int_option(steered->sockets()[0], SOL_SOCKET, SO_INCOMING_CPU), 0);
+    EXPECT_EQ(int_option(standard->sockets()[0], SOL_SOCKET, SO_INCOMING_CPU), -1);
+    shut_down(steered);
+    shut_down(standard);
+    int machine_cpus = static_cast<int>(::sysconf(_SC_NPROCESSORS_CONF));
+    for (int bad : {-2, machine_cpus}) {
+        try {
+            loop->create_server(accepted.factory(), "127.0.0.1", 0, {.incoming_cpu = bad});
+            ADD_FAILURE() << "incoming_cpu " << bad << " was accepted";
+        } catch (const std::invalid_argument& e) {
+            EXPECT_NE(std::string(e.what()).find("incoming_cpu"), std::string::npos) << e.what();
+        }
+    }
+}
+
 // Ports test_events.test_create_server_reuse_port, and shows what the option
 // is for: SO_REUSEPORT is off by default, and a second server on the port
 // fails with EADDRINUSE and asyncio's message naming the address; with

@@ -32,9 +32,11 @@ TEST(ShardedPolicy, EveryShardRunsOnItsOwnPinnedCpuWithItsOwnLoop) {
     std::mutex mutex;
     std::vector<std::vector<unsigned>> affinity(2);
     std::vector<EventLoop*> loops(2);
+    std::vector<int> cpus(2, -2);
     std::atomic<int> ready{0};
     policy->run([&] {
         unsigned id = this_shard_id();
+        cpus[id] = this_shard_cpu();
         EXPECT_EQ(shard_count(), 2u);
         EXPECT_TRUE(on_shard());
         EXPECT_EQ(get_event_loop().get(), &get_running_loop());
@@ -50,9 +52,21 @@ TEST(ShardedPolicy, EveryShardRunsOnItsOwnPinnedCpuWithItsOwnLoop) {
     EXPECT_NE(loops[0], loops[1]);
     for (unsigned shard = 0; shard < 2; ++shard) {
         EXPECT_EQ(affinity[shard], std::vector<unsigned>{policy->cpus()[shard]});
+        EXPECT_EQ(cpus[shard], static_cast<int>(policy->cpus()[shard]));
     }
     EXPECT_FALSE(on_shard());
     EXPECT_THROW(this_shard_id(), RuntimeError);
+    EXPECT_THROW(this_shard_cpu(), RuntimeError);
+}
+
+TEST(ShardedPolicy, AShardThatIsNotPinnedHasNoCpu) {
+    auto policy = make_policy({.shards = 1, .pin = false});
+    int cpu = -2;
+    policy->run([&] {
+        cpu = this_shard_cpu();
+        policy->stop();
+    });
+    EXPECT_EQ(cpu, -1);
 }
 
 TEST(ShardedPolicy, SubmitToReturnsTheValueOnTheCallingShard) {

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -146,6 +147,118 @@ TEST(ShardedServer, APortInUseFailsTheStartAndLeavesNothingListening) {
     });
     ::close(holder);
     EXPECT_EQ(error.load(), EADDRINUSE);
+}
+
+// Connects `count` clients from a thread pinned to `cpu` and returns the
+// shards that answered them.
+std::multiset<std::string> shards_serving_clients_from(unsigned cpu, uint16_t port, int count) {
+    std::multiset<std::string> answers;
+    std::thread client([&] {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+            ADD_FAILURE() << "could not pin the client to CPU " << cpu;
+            return;
+        }
+        for (int n = 0; n < count; ++n) {
+            detail::UniqueFd fd(connect_to(port));
+            if (!fd) {
+                ADD_FAILURE() << "connect failed";
+                return;
+            }
+            answers.insert(ask(fd.get()));
+        }
+    });
+    client.join();
+    return answers;
+}
+
+// With each spread, 32 clients connect from each shard's CPU in turn; the
+// answers per CPU are collected on a thread that is not a shard.
+std::vector<std::multiset<std::string>> answers_per_cpu(ConnectionSpread spread) {
+    auto policy = std::make_shared<ShardedPolicy>(ShardedPolicyOptions{.shards = 2});
+    std::vector<unsigned> cpus = policy->cpus();
+    if (cpus[0] == cpus[1]) {
+        return {};  // a single CPU: nothing to tell apart
+    }
+    ShardedServer server(spread);
+    std::atomic<uint16_t> port{0};
+    std::atomic<bool> clients_done{false};
+    std::vector<std::multiset<std::string>> answers;
+    std::thread clients([&] {
+        while (port.load() == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        for (unsigned cpu : cpus) {
+            answers.push_back(shards_serving_clients_from(cpu, port.load(), 32));
+        }
+        clients_done = true;
+    });
+    policy->run([&] {
+        if (this_shard_id() != 0) {
+            return;
+        }
+        await(server.start([] { return std::make_shared<WhoServes>(); }, "127.0.0.1", 0));
+        port = server.port();
+        while (!clients_done.load()) {
+            await(sleep(0.005));
+        }
+        await(server.stop());
+        policy->stop();
+    });
+    clients.join();
+    return answers;
+}
+
+TEST(ShardedServer, IncomingCpuSpreadAcceptsOnTheShardOfTheReceivingCpu) {
+    // On loopback the connecting CPU processes the connection's packets, so
+    // every client pinned to shard 0's CPU lands on shard 0, and likewise 1.
+    std::vector<std::multiset<std::string>> answers =
+        answers_per_cpu(ConnectionSpread::incoming_cpu);
+    if (answers.empty()) {
+        GTEST_SKIP() << "needs two CPUs";
+    }
+    ASSERT_EQ(answers.size(), 2u);
+    EXPECT_EQ(answers[0].size(), 32u);
+    EXPECT_EQ(answers[0].count("0"), 32u) << "clients on shard 0's CPU";
+    EXPECT_EQ(answers[1].size(), 32u);
+    EXPECT_EQ(answers[1].count("1"), 32u) << "clients on shard 1's CPU";
+}
+
+TEST(ShardedServer, HashSpreadIgnoresTheReceivingCpu) {
+    // The contrast: by hash, clients from one CPU reach both shards (all 32
+    // on one shard: odds 2^-31).
+    std::vector<std::multiset<std::string>> answers = answers_per_cpu(ConnectionSpread::hash);
+    if (answers.empty()) {
+        GTEST_SKIP() << "needs two CPUs";
+    }
+    ASSERT_EQ(answers.size(), 2u);
+    for (const std::multiset<std::string>& from_one_cpu : answers) {
+        EXPECT_EQ(from_one_cpu.size(), 32u);
+        EXPECT_GT(from_one_cpu.count("0"), 0u);
+        EXPECT_GT(from_one_cpu.count("1"), 0u);
+    }
+}
+
+TEST(ShardedServer, IncomingCpuSpreadNeedsPinnedShards) {
+    auto policy = std::make_shared<ShardedPolicy>(ShardedPolicyOptions{.shards = 2, .pin = false});
+    ShardedServer server(ConnectionSpread::incoming_cpu);
+    std::string error;
+    policy->run([&] {
+        if (this_shard_id() != 0) {
+            return;
+        }
+        try {
+            await(server.start([] { return std::make_shared<WhoServes>(); }, "127.0.0.1", 0));
+        } catch (const std::invalid_argument& failure) {
+            error = failure.what();
+        }
+        EXPECT_EQ(server.port(), 0);
+        policy->stop();
+    });
+    EXPECT_NE(error.find("incoming_cpu"), std::string::npos) << error;
+    EXPECT_NE(error.find("pin"), std::string::npos) << error;
 }
 
 }  // namespace

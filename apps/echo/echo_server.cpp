@@ -2,7 +2,8 @@
 // per core: every shard runs a loop pinned to its core and listens on the
 // same port with SO_REUSEPORT, so the kernel spreads the connections.
 //
-//   shardloop_echo [--host 127.0.0.1] [--port 0] [--shards 1] [--reuseport]
+//   shardloop_echo [--host 127.0.0.1] [--port 0] [--shards 1] [--spread hash|cpu]
+//                  [--reuseport]
 //
 // Prints "port=N" once every shard listens (N is the chosen port with
 // --port 0), and stops cleanly on SIGINT or SIGTERM. Same command line as
@@ -39,15 +40,20 @@ struct Options {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
     unsigned shards = 1;  // 0: one per core
+    shardloop::ConnectionSpread spread = shardloop::ConnectionSpread::hash;
 };
 
 [[noreturn]] void usage(const char* program, int status) {
     std::fprintf(status == 0 ? stdout : stderr,
-                 "usage: %s [--host ADDRESS] [--port N] [--shards N] [--reuseport]\n"
+                 "usage: %s [--host ADDRESS] [--port N] [--shards N] [--spread hash|cpu]\n"
+                 "          [--reuseport]\n"
                  "  --host ADDRESS  address to listen on (default 127.0.0.1)\n"
                  "  --port N        port (default 0: any free port; printed as port=N)\n"
                  "  --shards N      shards, each a loop pinned to its own core (default 1;\n"
                  "                  0: one per core of the process's cpuset)\n"
+                 "  --spread hash|cpu  which shard accepts a connection: the kernel's\n"
+                 "                  SO_REUSEPORT hash (default), or the shard on the CPU\n"
+                 "                  that received the connection (SO_INCOMING_CPU)\n"
                  "  --reuseport     accepted for the benchmark's sake: SO_REUSEPORT is\n"
                  "                  always set, every shard listens on the port\n",
                  program);
@@ -82,6 +88,17 @@ Options parse(int argc, char** argv) {
             options.port = static_cast<uint16_t>(number("--port", 65535));
         } else if (arg == "--shards") {
             options.shards = static_cast<unsigned>(number("--shards", 4096));
+        } else if (arg == "--spread") {
+            std::string spread = value();
+            if (spread == "hash") {
+                options.spread = shardloop::ConnectionSpread::hash;
+            } else if (spread == "cpu") {
+                options.spread = shardloop::ConnectionSpread::incoming_cpu;
+            } else {
+                std::fprintf(stderr, "%s: bad --spread '%s' (hash or cpu)\n", argv[0],
+                             spread.c_str());
+                usage(argv[0], 2);
+            }
         } else if (arg == "--reuseport") {
             // always on
         } else if (arg == "--help" || arg == "-h") {
@@ -101,7 +118,7 @@ int main(int argc, char** argv) {
     try {
         auto policy = std::make_shared<shardloop::ShardedPolicy>(shardloop::ShardedPolicyOptions{
             .shards = options.shards, .stop_signals = {SIGINT, SIGTERM}});
-        shardloop::ShardedServer server;
+        shardloop::ShardedServer server(options.spread);
         policy->run([&] {
             if (shardloop::this_shard_id() != 0) {
                 return;

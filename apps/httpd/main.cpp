@@ -34,6 +34,10 @@ using namespace shardloop::httpd;
 constexpr double drain_timeout = 5.0;
 
 struct Services {
+    explicit Services(Options options_)
+        : options(std::move(options_)),
+          server(options.spread_by_cpu ? ConnectionSpread::incoming_cpu : ConnectionSpread::hash) {}
+
     Options options;
     ServerConfig config;
     ShardedPolicy* policy = nullptr;
@@ -105,8 +109,7 @@ int main(int argc, char** argv) {
                      command_line.error.c_str(), program);
         return 2;
     }
-    auto services = std::make_unique<Services>();
-    services->options = command_line.options;
+    auto services = std::make_unique<Services>(command_line.options);
     const Options& options = services->options;
 
     UniqueFd root;

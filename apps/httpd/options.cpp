@@ -97,9 +97,9 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
             return result;
         };
         static constexpr std::string_view known[] = {
-            "--host",     "--port",         "--shards",           "--cpus",
-            "--root",     "--idle-timeout", "--max-header-bytes", "--max-body-bytes",
-            "--idle-poll"};
+            "--host",      "--port",         "--shards",           "--cpus",
+            "--root",      "--idle-timeout", "--max-header-bytes", "--max-body-bytes",
+            "--idle-poll", "--spread"};
         bool is_known = false;
         for (std::string_view option : known) {
             is_known = is_known || name == option;
@@ -174,6 +174,11 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
                 return bad("microseconds from 0 to 1000000");
             }
             options.idle_poll_us = *micros;
+        } else if (name == "--spread") {
+            if (value != "hash" && value != "cpu") {
+                return bad("hash or cpu");
+            }
+            options.spread_by_cpu = value == "cpu";
         }
     }
     if (!options.cpus.empty() && options.shards != 0 && options.shards != options.cpus.size()) {
@@ -189,7 +194,7 @@ std::string usage_text(std::string_view program) {
     text.append(
         " [--host ADDR] [--port N] [--shards N] [--cpus LIST] [--root DIR]\n"
         "       [--idle-timeout SECONDS] [--max-header-bytes N] [--max-body-bytes N]\n"
-        "       [--idle-poll MICROSECONDS] [--help]\n"
+        "       [--idle-poll MICROSECONDS] [--spread hash|cpu] [--help]\n"
         "\n"
         "An HTTP/1.1 server on shardloop: one shard (a loop pinned to its core) per core,\n"
         "each listening on the port with SO_REUSEPORT. Routes: GET /plaintext, GET /json,\n"
@@ -210,6 +215,10 @@ std::string usage_text(std::string_view program) {
         "  --idle-poll MICROSECONDS  a shard with nothing to do spins this long before it\n"
         "                          sleeps, so that a request arriving meanwhile needs no\n"
         "                          wake-up; costs CPU while it spins (default 0: sleep at once)\n"
+        "  --spread hash|cpu       which shard accepts a connection: the kernel's SO_REUSEPORT\n"
+        "                          hash (default), or the shard on the CPU that received the\n"
+        "                          connection (SO_INCOMING_CPU: no wake-up crosses cores, but\n"
+        "                          shards on CPUs that receive no packets get no connections)\n"
         "  --help                  this text\n"
         "\n"
         "SIGINT or SIGTERM drains: the server stops accepting, finishes the responses in\n"

@@ -21,6 +21,9 @@ struct Options {
     std::size_t max_header_bytes = 8192;
     std::size_t max_body_bytes = std::size_t{1} << 20;
     uint64_t idle_poll_us = 0;  // spin this long before a shard sleeps (0: never)
+    // --spread cpu: a connection goes to the shard on the CPU that received
+    // it (ConnectionSpread::incoming_cpu) instead of the reuseport hash.
+    bool spread_by_cpu = false;
 };
 
 struct CommandLine {

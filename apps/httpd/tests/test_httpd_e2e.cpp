@@ -349,7 +349,7 @@ TEST(HttpdEndToEnd, HelpExplainsEveryOption) {
     EXPECT_EQ(help.exit_code, 0);
     for (std::string_view option :
          {"--host", "--port", "--shards", "--cpus", "--root", "--idle-timeout",
-          "--max-header-bytes", "--max-body-bytes", "--idle-poll"}) {
+          "--max-header-bytes", "--max-body-bytes", "--idle-poll", "--spread"}) {
         EXPECT_NE(help.out.find(option), std::string::npos) << option;
     }
 }

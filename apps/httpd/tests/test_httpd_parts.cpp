@@ -242,9 +242,10 @@ TEST(Options, Defaults) {
 }
 
 TEST(Options, EveryOptionTakesItsValue) {
-    CommandLine line = parse({"--host", "0.0.0.0", "--port=0", "--shards", "2", "--cpus", "0,1",
-                              "--root", "/srv", "--idle-timeout", "0.5", "--max-header-bytes",
-                              "1024", "--max-body-bytes=0", "--idle-poll", "50"});
+    CommandLine line =
+        parse({"--host", "0.0.0.0", "--port=0", "--shards", "2", "--cpus", "0,1", "--root", "/srv",
+               "--idle-timeout", "0.5", "--max-header-bytes", "1024", "--max-body-bytes=0",
+               "--idle-poll", "50", "--spread", "cpu"});
     ASSERT_TRUE(line.error.empty()) << line.error;
     EXPECT_EQ(line.options.host, "0.0.0.0");
     EXPECT_EQ(line.options.port, 0);
@@ -255,6 +256,8 @@ TEST(Options, EveryOptionTakesItsValue) {
     EXPECT_EQ(line.options.max_header_bytes, 1024u);
     EXPECT_EQ(line.options.max_body_bytes, 0u);
     EXPECT_EQ(line.options.idle_poll_us, 50u);
+    EXPECT_TRUE(line.options.spread_by_cpu);
+    EXPECT_FALSE(parse({"--spread=hash"}).options.spread_by_cpu);
     EXPECT_EQ(parse({"--cpus", "2-4,7"}).options.cpus, (std::vector<unsigned>{2, 3, 4, 7}));
     EXPECT_TRUE(parse({"--help"}).help);
 }
@@ -278,6 +281,7 @@ TEST(Options, BadValuesNameTheOption) {
              Case{{"--max-body-bytes", "1e6"}, "--max-body-bytes"},
              Case{{"--root", ""}, "--root"},
              Case{{"--idle-poll", "2000000"}, "--idle-poll"},
+             Case{{"--spread", "round-robin"}, "--spread"},
              Case{{"--bogus"}, "--bogus"},
              Case{{"--shards", "3", "--cpus", "0,1"}, "--shards"},
          }) {
