@@ -7,7 +7,8 @@
 # (5 repetitions, aggregates only; quote the median), then a short echo
 # benchmark (shardloop's echo server against the raw liburing, libuv and
 # Boost.Asio servers, 100 connections, 64 B and 1 KiB, 3 alternating rounds;
-# bench/echo/README.md has the whole matrix), then the HTTP benchmark
+# bench/echo/README.md has the whole matrix), then one shard against two
+# (bench/echo/run_shard_scaling.py --quick), then the HTTP benchmark
 # (shardloop_httpd against nginx, driven by shardloop_loadgen and wrk, at 1
 # core and at every core, with the load generator check; bench/http/README.md),
 # and prints a summary.
@@ -70,6 +71,16 @@ else
     failed=1
 fi
 
+printf '\n==== shard scaling (bench/echo/run_shard_scaling.py --quick)\n'
+scaling_table=$results/shard-scaling.txt
+if timeout 600 python3 bench/echo/run_shard_scaling.py --build-dir "$build" --quick --rounds 3 \
+    --duration 2 --json "$results/shard-scaling.json" | tee "$scaling_table"; then
+    benchmarks+=("PASS     shard scaling")
+else
+    benchmarks+=("FAIL     shard scaling")
+    failed=1
+fi
+
 printf '\n==== HTTP benchmark (bench/http/run_http_bench.py)\n'
 http_table=$results/http.txt
 if timeout 1200 python3 bench/http/run_http_bench.py --build-dir "$build" --rounds 3 \
@@ -101,6 +112,10 @@ if [[ -s $echo_table ]]; then
     echo "echo benchmark, medians of 3 rounds (server CPU per request against the raw liburing server):"
     awk '/^conns/ { table = 1 } table && /^(server logs|wrote|WARNING)/ { table = 0 } table' \
         "$echo_table" | sed 's/^/  /'
+fi
+if [[ -s $scaling_table ]]; then
+    echo "shard scaling, 1 shard vs 2 (server CPU per request; medians of 3 rounds):"
+    sed 's/^/  /' "$scaling_table"
 fi
 if [[ -s $http_table ]]; then
     echo "HTTP benchmark (httpd against nginx; medians of 3 rounds):"
