@@ -27,6 +27,14 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def start_driver():
+    """What every driver does first: raises the fd limit, and makes SIGTERM
+    take Ctrl-C's way out (SystemExit, through the driver's cleanup, which
+    stops what it started)."""
+    raise_fd_limit()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def spawn(argv, **kwargs):
     proc = subprocess.Popen(argv, **kwargs)
     _children.append(proc)

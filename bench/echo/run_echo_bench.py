@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from procs import (copy_stream, fd_count, fmt, forget, median, raise_fd_limit,  # noqa: E402
-                   read_line, spawn, stop, stop_all, wait_for, write_json_report)
+from procs import (copy_stream, fd_count, fmt, forget, median, read_line,  # noqa: E402
+                   spawn, start_driver, stop, stop_all, wait_for, write_json_report)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -372,9 +371,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    raise_fd_limit()
-    # SIGTERM takes the same way out as Ctrl-C, through the cleanup below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    start_driver()
     log_dir = tempfile.mkdtemp(prefix="echo-bench-")
     servers = [Server(name, command, args.server_cpu, log_dir)
                for name, command in (s.split("=", 1) for s in args.server)]

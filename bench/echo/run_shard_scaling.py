@@ -24,12 +24,11 @@ scheduled send time at a fixed rate).
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from procs import (fmt, median, raise_fd_limit, read_line, run_client, spawn,  # noqa: E402
+from procs import (fmt, median, read_line, run_client, spawn, start_driver,  # noqa: E402
                    stop_all, write_json_report)
 
 # (connections, requests per second; 0: closed loop)
@@ -171,8 +170,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    raise_fd_limit()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    start_driver()
     try:
         output = run(args, start_servers(args.build_dir))
     except KeyboardInterrupt:

@@ -15,7 +15,6 @@ measured window (the load generator reads it, --server-pid).
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from procs import copy_stream, raise_fd_limit, read_line, run_client, spawn, stop, stop_all  # noqa: E402
+from procs import (copy_stream, read_line, run_client, spawn, start_driver, stop,  # noqa: E402
+                   stop_all)
 
 WORKLOADS = [  # (label, path, pipeline depth)
     ("plaintext", "/plaintext", 1),
@@ -52,8 +52,7 @@ def main():
     for path in (httpd, loadgen):
         if not os.access(path, os.X_OK):
             fail(f"{path} is not built")
-    raise_fd_limit()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    start_driver()
     cpus = sorted(os.sched_getaffinity(0))
     cpu_list = ",".join(map(str, cpus))
 

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -39,8 +38,8 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from procs import (child_pids, copy_stream, cpu_seconds, fmt, median, raise_fd_limit,  # noqa: E402
-                   read_line, run_client, spawn, stop, stop_all, wait_for,
+from procs import (child_pids, copy_stream, cpu_seconds, fmt, median,  # noqa: E402
+                   read_line, run_client, spawn, start_driver, stop, stop_all, wait_for,
                    write_json_report)
 
 BODY = "Hello, World!"
@@ -474,8 +473,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    raise_fd_limit()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    start_driver()
     log_dir = tempfile.mkdtemp(prefix="http-bench-")
     if args.wrk:
         args.wrk_script = os.path.join(log_dir, "pipeline.lua")
