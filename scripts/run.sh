@@ -5,7 +5,8 @@
 #    `release` preset;
 # 2. starts shardloop_httpd (apps/httpd) on every CPU, one pinned shard each,
 #    drives it with shardloop_loadgen (apps/loadgen) for a few seconds per
-#    workload (plaintext with and without pipelining, JSON, a static file),
+#    workload (plaintext with and without pipelining, JSON, a static file;
+#    then plaintext and JSON on a server started with --spread cpu),
 #    prints a table of what it achieved and stops it (bench/http/main_job.py);
 # 3. a short side-by-side run against nginx, alternating, 1 core and every
 #    core (bench/http/run_http_bench.py; scripts/bench.sh runs the longer one).
