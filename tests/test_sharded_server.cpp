@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "net/protocols.hpp"
 #include "net/transports.hpp"
 #include "policy/sharded_server.hpp"
+#include "policy/topology.hpp"
 #include "runtime/sleep.hpp"
 #include "support/net_helpers.hpp"
 
@@ -149,16 +149,16 @@ TEST(ShardedServer, APortInUseFailsTheStartAndLeavesNothingListening) {
     EXPECT_EQ(error.load(), EADDRINUSE);
 }
 
-// Connects `count` clients from a thread pinned to `cpu` and returns the
-// shards that answered them.
-std::multiset<std::string> shards_serving_clients_from(unsigned cpu, uint16_t port, int count) {
+// Connects `count` clients from a thread pinned to `cpu` (the way shards
+// are pinned) and returns the shards that answered them.
+std::multiset<std::string> shards_serving_clients_from(const Topology& topology, unsigned cpu,
+                                                       uint16_t port, int count) {
     std::multiset<std::string> answers;
     std::thread client([&] {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (::sched_setaffinity(0, sizeof set, &set) != 0) {
-            ADD_FAILURE() << "could not pin the client to CPU " << cpu;
+        try {
+            topology.pin_this_thread_to_cpu(cpu);
+        } catch (const std::exception& e) {
+            ADD_FAILURE() << "could not pin the client to CPU " << cpu << ": " << e.what();
             return;
         }
         for (int n = 0; n < count; ++n) {
@@ -182,6 +182,7 @@ std::vector<std::multiset<std::string>> answers_per_cpu(ConnectionSpread spread)
     if (cpus[0] == cpus[1]) {
         return {};  // a single CPU: nothing to tell apart
     }
+    Topology topology = Topology::discover();
     ShardedServer server(spread);
     std::atomic<uint16_t> port{0};
     std::atomic<bool> clients_done{false};
@@ -191,7 +192,7 @@ std::vector<std::multiset<std::string>> answers_per_cpu(ConnectionSpread spread)
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         for (unsigned cpu : cpus) {
-            answers.push_back(shards_serving_clients_from(cpu, port.load(), 32));
+            answers.push_back(shards_serving_clients_from(topology, cpu, port.load(), 32));
         }
         clients_done = true;
     });
